@@ -1,0 +1,232 @@
+"""Curvature-vector products of the trust region's metric (the KL's Hessian).
+
+Two ways to multiply a vector by the Fisher matrix ``F`` of a KL-constrained step:
+
+* :func:`hessian_vector_product` differentiates the closure's KL twice. It works for any
+  closure; the graph of ``∇KL`` is built once per step and reused by every product.
+* :func:`ggn_vector_product` uses the Gauss-Newton form ``F = (1/n) Σᵢ Jᵢᵀ Hᵢ Jᵢ``, where
+  ``Jᵢ`` is the Jacobian of sample ``i``'s model outputs with respect to the parameters and
+  ``Hᵢ`` the Hessian of that sample's KL in output space. At the current parameters the KL's
+  output-space gradient is zero, so this *is* the KL's Hessian, computed without
+  differentiating twice (``torch.func`` forward-mode ``jvp`` then a saved ``vjp``).
+
+The GGN form also makes a cheap diagonal estimate of ``F`` (for a Jacobi preconditioner)
+possible: :func:`ggn_diagonal_estimate`.
+
+The output-space Hessians of the usual distributions are given here too:
+:func:`categorical_fisher_vp`, :func:`bernoulli_fisher_vp`, :func:`diag_gaussian_fisher_vp`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils._pytree import tree_map
+
+__all__ = [
+    "GGNClosureResult",
+    "bernoulli_fisher_vp",
+    "categorical_fisher_vp",
+    "diag_gaussian_fisher_vp",
+    "flat_grad",
+    "flatten",
+    "functional_model",
+    "ggn_diagonal_estimate",
+    "ggn_vector_product",
+    "hessian_vector_product",
+    "unflatten",
+]
+
+Outputs = Any  # a tensor or a tuple/list/dict of tensors (a pytree), leading dim = samples
+
+
+@dataclass(frozen=True)
+class GGNClosureResult:
+    """What a closure returns to enable the Gauss-Newton Fisher products (``fvp="ggn"``).
+
+    Attributes:
+        loss (Tensor): scalar loss to minimise, computed with grad enabled.
+        kl (Tensor): scalar mean KL(old ‖ new) over the batch.
+        outputs_fn (callable): ``(params, index) -> outputs``, a pure function of the
+            parameter tensors (in the optimizer's order: see :func:`functional_model`) that
+            returns the model outputs the KL depends on, for the samples ``index`` (a
+            ``LongTensor``) or for the whole batch when ``index`` is None. Outputs are a
+            tensor or a tuple of tensors whose first dimension is the sample.
+        output_fisher_vp (callable): ``(outputs, tangents) -> tangents``, the Hessian of each
+            sample's KL with respect to its outputs at ``outputs``, applied sample by sample
+            (no averaging over samples): e.g. :func:`categorical_fisher_vp`.
+        num_samples (int): number of samples in the batch (the KL is their mean).
+
+    Example:
+        >>> model_fn = functional_model(net, params)
+        >>> def closure():
+        ...     logits = net(x)
+        ...     loss = F.cross_entropy(logits, y)
+        ...     kl = categorical_kl(old_logits, logits).mean()
+        ...     return GGNClosureResult(loss, kl, lambda ps, idx: model_fn(ps, x if idx is None
+        ...                             else x[idx]), categorical_fisher_vp, len(x))
+    """
+
+    loss: Tensor
+    kl: Tensor
+    outputs_fn: Callable[[tuple[Tensor, ...], Tensor | None], Outputs]
+    output_fisher_vp: Callable[[Outputs, Outputs], Outputs]
+    num_samples: int
+
+
+def flatten(tensors: Sequence[Tensor]) -> Tensor:
+    """Concatenate tensors into one 1-D tensor."""
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def unflatten(vector: Tensor, like: Sequence[Tensor]) -> tuple[Tensor, ...]:
+    """Split a 1-D tensor into views shaped like ``like``."""
+    pieces = torch.split(vector, [t.numel() for t in like])
+    return tuple(piece.view_as(t) for piece, t in zip(pieces, like, strict=True))
+
+
+def functional_model(module: nn.Module, params: Sequence[Tensor]) -> Callable[..., Any]:
+    """Turn ``module`` into a pure function of ``params`` (for ``GGNClosureResult.outputs_fn``).
+
+    Args:
+        module (nn.Module): the model.
+        params (sequence of Tensor): the parameters handed to the optimizer, in its order;
+            each must be a parameter of ``module`` (others keep their current values).
+
+    Returns:
+        ``fn(param_values, *args, **kwargs)`` that runs ``module(*args, **kwargs)`` with
+        ``param_values`` in place of ``params``.
+    """
+    by_identity = {id(p): name for name, p in module.named_parameters(remove_duplicate=False)}
+    names = []
+    for p in params:
+        if id(p) not in by_identity:
+            raise ValueError("functional_model: a parameter is not part of the module")
+        names.append(by_identity[id(p)])
+
+    def fn(param_values: Sequence[Tensor], *args: Any, **kwargs: Any) -> Any:
+        return torch.func.functional_call(
+            module, dict(zip(names, param_values, strict=True)), args, kwargs
+        )
+
+    return fn
+
+
+def flat_grad(output: Tensor, params: Sequence[Tensor], **kwargs: Any) -> Tensor:
+    """Gradient of ``output`` with respect to ``params`` as one flat vector (zeros if unused).
+
+    ``kwargs`` go to :func:`torch.autograd.grad` (``grad_outputs``, ``retain_graph``, ...).
+    """
+    grads = torch.autograd.grad(output, params, allow_unused=True, **kwargs)
+    return flatten(
+        [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)]
+    )
+
+
+def hessian_vector_product(kl: Tensor, params: Sequence[Tensor]) -> Callable[[Tensor], Tensor]:
+    """Return ``v -> ∇²KL · v`` (flat vectors), building the graph of ``∇KL`` once.
+
+    Args:
+        kl (Tensor): scalar, with a graph to ``params``.
+        params (sequence of Tensor): the parameters.
+    """
+    kl_grad = flat_grad(kl, params, create_graph=True)
+
+    def product(vector: Tensor) -> Tensor:
+        return flat_grad(kl_grad, params, grad_outputs=vector, retain_graph=True)
+
+    return product
+
+
+def ggn_vector_product(
+    outputs_fn: Callable[[tuple[Tensor, ...], Tensor | None], Outputs],
+    output_fisher_vp: Callable[[Outputs, Outputs], Outputs],
+    params: Sequence[Tensor],
+    index: Tensor | None,
+    num_samples: int,
+) -> tuple[Callable[[Tensor], Tensor], Callable[[Outputs], Tensor], Outputs]:
+    """Return ``v -> (1/n) Σᵢ Jᵢᵀ Hᵢ Jᵢ v`` over the samples ``index`` (all when None).
+
+    The forward pass for the ``vjp`` is taken once and saved; each product runs one
+    forward-mode ``jvp`` and one backward pass.
+
+    Returns:
+        ``(product, transpose_product, outputs)``: the Fisher product on flat vectors,
+        ``u -> (1/n) Jᵀ u`` for output-space ``u``, and the outputs at the current parameters.
+    """
+    primals = tuple(p.detach() for p in params)
+
+    def model(*values: Tensor) -> Outputs:
+        return outputs_fn(values, index)
+
+    with torch.enable_grad():
+        outputs, vjp_fn = torch.func.vjp(model, *primals)
+    scale = 1.0 / num_samples
+
+    def transpose_product(output_tangent: Outputs) -> Tensor:
+        return flatten(vjp_fn(output_tangent)) * scale
+
+    def product(vector: Tensor) -> Tensor:
+        _, jv = torch.func.jvp(model, primals, unflatten(vector, primals))
+        return transpose_product(output_fisher_vp(outputs, jv))
+
+    return product, transpose_product, outputs
+
+
+def ggn_diagonal_estimate(
+    outputs: Outputs,
+    output_fisher_vp: Callable[[Outputs, Outputs], Outputs],
+    transpose_product: Callable[[Outputs], Tensor],
+    num_samples: int,
+    probes: int = 4,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Unbiased estimate of ``diag(F)`` for ``F = (1/n) JᵀHJ``, from ``2·probes`` vjps.
+
+    For Rademacher ``z`` in output space, ``E[(Jᵀz) ⊙ (JᵀHz)] = diag(JᵀHJ)``.
+    """
+    total = None
+    for _ in range(probes):
+        z = tree_map(lambda o: _rademacher_like(o, generator), outputs)
+        estimate = transpose_product(z) * transpose_product(output_fisher_vp(outputs, z))
+        total = estimate if total is None else total + estimate
+    assert total is not None
+    return total * (num_samples / probes)
+
+
+def _rademacher_like(tensor: Tensor, generator: torch.Generator | None) -> Tensor:
+    bits = torch.randint(0, 2, tensor.shape, generator=generator, device=tensor.device)
+    return bits.to(tensor.dtype).mul_(2).sub_(1)
+
+
+def categorical_fisher_vp(logits: Tensor, tangent: Tensor) -> Tensor:
+    """Per-sample output Hessian of KL(old ‖ softmax(logits)) applied to ``tangent``.
+
+    ``H = diag(p) − p pᵀ`` with ``p = softmax(logits)``, over the last dimension.
+    """
+    probs = torch.softmax(logits, dim=-1)
+    weighted = probs * tangent
+    return weighted - probs * weighted.sum(dim=-1, keepdim=True)
+
+
+def bernoulli_fisher_vp(logits: Tensor, tangent: Tensor) -> Tensor:
+    """Per-sample output Hessian of independent Bernoulli KLs in logits: ``p(1−p)``."""
+    probs = torch.sigmoid(logits)
+    return probs * (1 - probs) * tangent
+
+
+def diag_gaussian_fisher_vp(
+    outputs: tuple[Tensor, Tensor], tangents: tuple[Tensor, Tensor]
+) -> tuple[Tensor, Tensor]:
+    """Output Hessian of KL(old ‖ N(mean, exp(log_std)²)) in ``(mean, log_std)``.
+
+    ``H = diag(exp(−2 log_std))`` for the mean and ``2·I`` for ``log_std``, no cross terms.
+    A state-independent ``log_std`` is expanded to the batch by the caller's ``outputs_fn``.
+    """
+    _, log_std = outputs
+    tangent_mean, tangent_log_std = tangents
+    return tangent_mean * torch.exp(-2.0 * log_std), 2.0 * tangent_log_std

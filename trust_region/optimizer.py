@@ -1,0 +1,455 @@
+"""TrustRegionOptimizer: a KL-constrained natural-gradient step for any model."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from .cg import conjugate_gradient_solve
+from .curvature import (
+    GGNClosureResult,
+    flat_grad,
+    ggn_diagonal_estimate,
+    ggn_vector_product,
+    hessian_vector_product,
+)
+
+__all__ = ["StepResult", "TrustRegionOptimizer"]
+
+ClosureOutput = tuple[Tensor, Tensor] | GGNClosureResult
+Closure = Callable[[], ClosureOutput]
+
+FVP_MODES = ("auto", "hessian", "ggn")
+PRECONDITIONERS = ("auto", "none", "jacobi")
+# Settings that must agree between param groups: they define one joint solve.
+JOINT_SETTINGS = (
+    "max_kl",
+    "cg_iters",
+    "cg_tol",
+    "backtrack_iters",
+    "backtrack_coeff",
+    "accept_ratio",
+    "fvp",
+    "fvp_subsample",
+    "preconditioner",
+)
+KL_RELATIVE_SLACK = 1e-6  # floating-point rounding only
+FIRST_STEP_KL_TOL = 1e-4
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one :meth:`TrustRegionOptimizer.step` did.
+
+    Attributes:
+        accepted (bool): the parameters moved.
+        loss_before (float): closure loss at the starting parameters.
+        loss_after (float): closure loss at the final parameters (``loss_before`` if rejected).
+        kl (float): closure KL at the final parameters (0.0 if rejected).
+        expected_improvement (float): linear prediction ``−gᵀs`` of the full step's decrease.
+        step_fraction (float): fraction of the full step taken (1.0 = full, 0.0 = rejected).
+        backtracks (int): shrinks before acceptance (all candidates tried when rejected).
+        cg_iterations (int): Fisher-vector products spent in conjugate gradient.
+        cg_residual (float): squared residual norm at the end of conjugate gradient.
+        reason (str | None): why the step was rejected, None when accepted.
+        fvp (str): the Fisher-vector product mode used ("hessian" or "ggn").
+        grad_norm (float): norm of the loss gradient.
+    """
+
+    accepted: bool
+    loss_before: float
+    loss_after: float
+    kl: float
+    expected_improvement: float
+    step_fraction: float
+    backtracks: int
+    cg_iterations: int
+    cg_residual: float
+    reason: str | None
+    fvp: str
+    grad_norm: float
+
+
+class TrustRegionOptimizer(Optimizer):
+    r"""Trust-region (natural-gradient) step under a KL constraint, for any model.
+
+    Each :meth:`step` solves ``(F + D) s = −g`` by conjugate gradient, where ``g`` is the
+    gradient of the closure's loss, ``F`` the Hessian of its KL (the Fisher metric) and
+    ``D`` the damping, scales ``s`` so that ``½ sᵀ(F + D)s = max_kl``, then tries
+    ``θ + cᵏ s`` for ``k = 0 … backtrack_iters`` (``c = backtrack_coeff``). A candidate is
+    accepted only when its loss and KL are finite, ``KL ≤ max_kl`` (as measured by the
+    closure) and the loss decreased by at least ``accept_ratio`` times the linear prediction
+    ``−cᵏ gᵀs``. When none is accepted the parameters are restored bit for bit.
+
+    The closure computes, with autograd on (``step`` enables it), the loss to *minimise* and
+    the mean KL(old ‖ new), where "old" is whatever the caller holds fixed (detached) and
+    "new" depends on the current parameters; so at the starting point the KL is 0 with zero
+    gradient and its Hessian is the Fisher matrix. The closure must **not** call
+    ``backward`` and must be **deterministic** (modules in eval mode, no dropout): it is
+    called once to linearise and once per line-search candidate. It returns ``(loss, kl)``
+    or, to enable the faster Gauss-Newton products, a :class:`GGNClosureResult`.
+
+    Args:
+        params (iterable): tensors or param-group dicts, as for any ``torch.optim`` optimizer.
+        max_kl (float, optional): trust-region radius, > 0 (default: 0.01).
+        damping (float, optional): ``λ`` added to ``F``'s diagonal, ≥ 0; may differ per
+            group (default: 0.1).
+        cg_iters (int, optional): conjugate-gradient iterations, ≥ 1 (default: 10).
+        backtrack_iters (int, optional): line-search shrinks, ≥ 0 (default: 10).
+        backtrack_coeff (float, optional): shrink factor, in (0, 1) (default: 0.8).
+        accept_ratio (float, optional): minimum actual/predicted improvement, ≥ 0
+            (default: 0.1).
+        fvp (str, optional): "hessian" (double backward of the KL, any closure), "ggn"
+            (Gauss-Newton form, needs a :class:`GGNClosureResult`) or "auto" (ggn when the
+            closure provides it) (default: "auto").
+        fvp_subsample (float, optional): fraction of the batch used for Fisher products, in
+            (0, 1]; below 1 it needs a :class:`GGNClosureResult` (default: 1.0).
+        preconditioner (str, optional): "none", "jacobi" (diagonal of the GGN, estimated;
+            ggn mode only) or "auto" (default: "auto" = "none").
+        cg_tol (float, optional): conjugate gradient stops once ``‖r‖²`` falls below it, ≥ 0
+            (default: 1e-10).
+
+    Example:
+        >>> opt = TrustRegionOptimizer(model.parameters(), max_kl=0.01)
+        >>> old_logits = model(x).detach()
+        >>> def closure():
+        ...     logits = model(x)
+        ...     kl = (old_logits.softmax(-1) * (old_logits.log_softmax(-1)
+        ...           - logits.log_softmax(-1))).sum(-1).mean()
+        ...     return F.cross_entropy(logits, y), kl
+        >>> result = opt.step(closure)
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        max_kl: float = 0.01,
+        damping: float = 0.1,
+        cg_iters: int = 10,
+        backtrack_iters: int = 10,
+        backtrack_coeff: float = 0.8,
+        accept_ratio: float = 0.1,
+        fvp: str = "auto",
+        fvp_subsample: float = 1.0,
+        preconditioner: str = "auto",
+        cg_tol: float = 1e-10,
+    ) -> None:
+        defaults = dict(
+            max_kl=max_kl,
+            damping=damping,
+            cg_iters=cg_iters,
+            backtrack_iters=backtrack_iters,
+            backtrack_coeff=backtrack_coeff,
+            accept_ratio=accept_ratio,
+            fvp=fvp,
+            fvp_subsample=fvp_subsample,
+            preconditioner=preconditioner,
+            cg_tol=cg_tol,
+        )
+        _validate(defaults)
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            _validate(group)
+
+    # ------------------------------------------------------------------ settings
+    def _joint_settings(self) -> dict[str, Any]:
+        first = self.param_groups[0]
+        for index, group in enumerate(self.param_groups):
+            _validate(group)
+            for key in JOINT_SETTINGS:
+                if group[key] != first[key]:
+                    raise ValueError(
+                        f"param group {index} has {key}={group[key]!r} but group 0 has "
+                        f"{first[key]!r}: all groups form one joint trust-region solve and must "
+                        f"agree on {', '.join(JOINT_SETTINGS)} (damping may differ)"
+                    )
+        return {key: first[key] for key in JOINT_SETTINGS}
+
+    def _params(self) -> list[Tensor]:
+        return [p for group in self.param_groups for p in group["params"] if p.requires_grad]
+
+    def _damping_vector(self, like: Tensor) -> Tensor | float:
+        dampings = [g["damping"] for g in self.param_groups]
+        if all(d == dampings[0] for d in dampings):
+            return float(dampings[0])
+        pieces = [
+            torch.full((p.numel(),), float(g["damping"]), dtype=like.dtype, device=like.device)
+            for g in self.param_groups
+            for p in g["params"]
+            if p.requires_grad
+        ]
+        return torch.cat(pieces)
+
+    # ---------------------------------------------------------------------- step
+    @torch.no_grad()
+    def step(self, closure: Closure) -> StepResult:  # type: ignore[override]
+        """Take one trust-region step; see the class docstring.
+
+        Args:
+            closure (callable): returns ``(loss, kl)`` scalar tensors or a
+                :class:`GGNClosureResult`; must not call ``backward``.
+
+        Returns:
+            StepResult: what happened; the parameters moved only if ``accepted``.
+        """
+        if closure is None:
+            raise TypeError("TrustRegionOptimizer.step needs a closure returning (loss, kl)")
+        settings = self._joint_settings()
+        params = self._params()
+        if not params:
+            raise ValueError("TrustRegionOptimizer has no parameter that requires grad")
+        global_state = self.state[params[0]]
+        global_state["step"] = global_state.get("step", 0) + 1
+
+        with torch.enable_grad():
+            loss, kl, ggn = _unpack(closure())
+        loss_before = float(loss.detach())
+        mode = _resolve_fvp(settings["fvp"], ggn, settings["fvp_subsample"])
+
+        def reject(reason: str, **extra: Any) -> StepResult:
+            fields: dict[str, Any] = dict(
+                accepted=False, loss_before=loss_before, loss_after=loss_before, kl=0.0,
+                expected_improvement=0.0, step_fraction=0.0, backtracks=0, cg_iterations=0,
+                cg_residual=0.0, reason=reason, fvp=mode, grad_norm=float("nan"),
+            )  # fmt: skip
+            fields.update(extra)
+            return StepResult(**fields)
+
+        if not math.isfinite(loss_before):
+            return reject("non-finite loss")
+
+        with torch.enable_grad():
+            loss_grad = flat_grad(loss, params, retain_graph=True)
+            if global_state["step"] == 1:
+                _check_kl_at_start(kl, params, loss_grad)
+        grad_norm = float(loss_grad.norm())
+        if not math.isfinite(grad_norm):
+            return reject("non-finite gradient", grad_norm=grad_norm)
+        if grad_norm == 0.0:
+            return reject("zero gradient", grad_norm=grad_norm)
+
+        damping = self._damping_vector(loss_grad)
+        fisher_product, preconditioner = self._curvature(mode, settings, kl, ggn, params, damping)
+
+        def damped_product(vector: Tensor) -> Tensor:
+            return fisher_product(vector) + damping * vector
+
+        with torch.enable_grad():
+            solve = conjugate_gradient_solve(
+                damped_product, -loss_grad, settings["cg_iters"], settings["cg_tol"],
+                preconditioner,
+            )  # fmt: skip
+        direction = solve.solution
+        # For CG started at 0, A x = b − r exactly up to rounding: no extra product needed.
+        curvature = float(direction @ (-loss_grad - solve.residual_vector))
+        cg_info = dict(
+            cg_iterations=solve.iterations, cg_residual=solve.residual, grad_norm=grad_norm
+        )
+        if not (math.isfinite(curvature) and curvature > 0.0):
+            return reject("non-finite step", **cg_info)
+        full_step = direction * math.sqrt(2.0 * settings["max_kl"] / curvature)
+        expected_improvement = float(-(loss_grad @ full_step))
+        if not (math.isfinite(expected_improvement) and expected_improvement > 0.0):
+            return reject("no descent direction", **cg_info)
+
+        return self._line_search(
+            closure, params, full_step, loss_before, expected_improvement, settings, mode,
+            cg_info,
+        )  # fmt: skip
+
+    def _curvature(
+        self,
+        mode: str,
+        settings: dict[str, Any],
+        kl: Tensor,
+        ggn: GGNClosureResult | None,
+        params: list[Tensor],
+        damping: Tensor | float,
+    ) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor] | None]:
+        if mode == "hessian":
+            with torch.enable_grad():
+                return hessian_vector_product(kl, params), None
+        assert ggn is not None
+        index = _subsample_index(ggn.num_samples, settings["fvp_subsample"], kl.device)
+        used = ggn.num_samples if index is None else len(index)
+        product, transpose_product, outputs = ggn_vector_product(
+            ggn.outputs_fn, ggn.output_fisher_vp, params, index, used
+        )
+        if settings["preconditioner"] != "jacobi":
+            return product, None
+        diagonal = ggn_diagonal_estimate(outputs, ggn.output_fisher_vp, transpose_product, used)
+        # Guard the noisy estimate: no entry below a tenth of its tensor's mean.
+        floor = _blockwise_mean(diagonal.clamp(min=0.0), params) * 0.1
+        inverse = 1.0 / (torch.maximum(diagonal, floor) + damping)
+
+        def jacobi(residual: Tensor) -> Tensor:
+            return residual * inverse
+
+        return product, jacobi
+
+    def _line_search(
+        self,
+        closure: Closure,
+        params: list[Tensor],
+        full_step: Tensor,
+        loss_before: float,
+        expected_improvement: float,
+        settings: dict[str, Any],
+        mode: str,
+        cg_info: dict[str, Any],
+    ) -> StepResult:
+        start = [p.detach().clone() for p in params]
+        max_kl = settings["max_kl"]
+        reason = "no candidate"
+        fraction = 1.0
+        tried = 0
+        for tried in range(settings["backtrack_iters"] + 1):
+            fraction = settings["backtrack_coeff"] ** tried
+            _set_params(params, start, full_step, fraction)
+            loss, kl, _ = _unpack(closure())
+            loss_after, kl_after = float(loss), float(kl)
+            improvement = loss_before - loss_after
+            if not math.isfinite(loss_after):
+                reason = "non-finite loss"
+            elif not math.isfinite(kl_after):
+                reason = "non-finite kl"
+            elif kl_after > max_kl * (1.0 + KL_RELATIVE_SLACK):
+                reason = "kl exceeded"
+            elif improvement < settings["accept_ratio"] * fraction * expected_improvement or (
+                improvement <= 0.0
+            ):
+                reason = "no improvement"
+            else:
+                return StepResult(
+                    accepted=True, loss_before=loss_before, loss_after=loss_after, kl=kl_after,
+                    expected_improvement=expected_improvement, step_fraction=fraction,
+                    backtracks=tried, reason=None, fvp=mode, **cg_info,
+                )  # fmt: skip
+        for p, original in zip(params, start, strict=True):
+            p.copy_(original)
+        return StepResult(
+            accepted=False, loss_before=loss_before, loss_after=loss_before, kl=0.0,
+            expected_improvement=expected_improvement, step_fraction=0.0, backtracks=tried,
+            reason=reason, fvp=mode, **cg_info,
+        )  # fmt: skip
+
+
+# -------------------------------------------------------------------- helpers
+def _validate(group: dict[str, Any]) -> None:
+    checks = [
+        ("max_kl", group["max_kl"] > 0, "> 0"),
+        ("damping", group["damping"] >= 0, ">= 0"),
+        ("cg_iters", _is_int(group["cg_iters"]) and group["cg_iters"] >= 1, "an integer >= 1"),
+        (
+            "backtrack_iters",
+            _is_int(group["backtrack_iters"]) and group["backtrack_iters"] >= 0,
+            "an integer >= 0",
+        ),
+        ("backtrack_coeff", 0 < group["backtrack_coeff"] < 1, "in (0, 1)"),
+        ("accept_ratio", group["accept_ratio"] >= 0, ">= 0"),
+        ("fvp_subsample", 0 < group["fvp_subsample"] <= 1, "in (0, 1]"),
+        ("cg_tol", group["cg_tol"] >= 0, ">= 0"),
+    ]
+    for name, ok, allowed in checks:
+        value = group[name]
+        if not _is_number(value) or not ok or not math.isfinite(value):
+            raise ValueError(f"Invalid {name}: {value!r} (must be {allowed})")
+    if group["fvp"] not in FVP_MODES:
+        raise ValueError(f"Invalid fvp: {group['fvp']!r} (must be one of {FVP_MODES})")
+    if group["preconditioner"] not in PRECONDITIONERS:
+        raise ValueError(
+            f"Invalid preconditioner: {group['preconditioner']!r} "
+            f"(must be one of {PRECONDITIONERS})"
+        )
+    if group["preconditioner"] == "jacobi" and group["fvp"] == "hessian":
+        raise ValueError("Invalid preconditioner: 'jacobi' needs fvp='ggn' or 'auto'")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+CLOSURE_CONTRACT = (
+    "the closure must return (loss, kl): two scalar tensors (the loss to minimise and the "
+    "mean KL(old || new)), or a trust_region.GGNClosureResult"
+)
+
+
+def _unpack(output: Any) -> tuple[Tensor, Tensor, GGNClosureResult | None]:
+    ggn = output if isinstance(output, GGNClosureResult) else None
+    if ggn is not None:
+        pair: Any = (ggn.loss, ggn.kl)
+    elif isinstance(output, (tuple, list)) and len(output) == 2:
+        pair = output
+    else:
+        raise TypeError(f"{CLOSURE_CONTRACT}; got {type(output).__name__}")
+    for name, value in zip(("loss", "kl"), pair, strict=True):
+        if not isinstance(value, Tensor) or value.numel() != 1:
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise TypeError(f"{CLOSURE_CONTRACT}; its {name} is {shape}")
+    return pair[0].reshape(()), pair[1].reshape(()), ggn
+
+
+def _resolve_fvp(requested: str, ggn: GGNClosureResult | None, subsample: float) -> str:
+    if requested == "ggn" and ggn is None:
+        raise ValueError(
+            "fvp='ggn' needs the closure to return a trust_region.GGNClosureResult (loss, kl, "
+            "outputs_fn, output_fisher_vp, num_samples); with a plain (loss, kl) closure use "
+            "fvp='hessian' or 'auto'"
+        )
+    mode = "ggn" if requested == "ggn" or (requested == "auto" and ggn is not None) else "hessian"
+    if mode == "hessian" and subsample < 1.0:
+        raise ValueError(
+            f"fvp_subsample={subsample} needs Gauss-Newton products: return a "
+            "trust_region.GGNClosureResult from the closure (and fvp='ggn' or 'auto')"
+        )
+    return mode
+
+
+def _check_kl_at_start(kl: Tensor, params: list[Tensor], loss_grad: Tensor) -> None:
+    """KL(old ‖ new) at the old parameters must be 0 with zero gradient."""
+    if not kl.requires_grad:
+        raise ValueError(
+            "the closure's kl does not depend on the parameters: compute KL(old || new) from the "
+            "current parameters, with only the old distribution detached"
+        )
+    kl_grad = flat_grad(kl, params, retain_graph=True)
+    kl_value, kl_grad_norm = abs(float(kl.detach())), float(kl_grad.norm())
+    scale = 1.0 + float(loss_grad.norm())
+    if kl_value > FIRST_STEP_KL_TOL or kl_grad_norm > FIRST_STEP_KL_TOL * scale:
+        raise ValueError(
+            f"the closure's KL at the current parameters is {kl_value:.3g} with gradient norm "
+            f"{kl_grad_norm:.3g}; it must be ~0 with zero gradient: return the mean "
+            "KL(old || new) where 'old' is the distribution at the current parameters, "
+            "detached (and computed before step), and 'new' depends on the parameters"
+        )
+
+
+def _subsample_index(num_samples: int, fraction: float, device: torch.device) -> Tensor | None:
+    if fraction >= 1.0:
+        return None
+    count = max(1, math.ceil(fraction * num_samples))
+    return torch.randperm(num_samples, device=device)[:count]
+
+
+def _set_params(params: list[Tensor], start: list[Tensor], step: Tensor, fraction: float) -> None:
+    offset = 0
+    for p, original in zip(params, start, strict=True):
+        n = p.numel()
+        p.copy_(original + fraction * step[offset : offset + n].view_as(p))
+        offset += n
+
+
+def _blockwise_mean(vector: Tensor, params: list[Tensor]) -> Tensor:
+    pieces = torch.split(vector, [p.numel() for p in params])
+    return torch.cat([piece.mean().expand_as(piece) for piece in pieces])
