@@ -15,7 +15,6 @@ from .cg import conjugate_gradient_solve
 from .curvature import (
     GGNClosureResult,
     flat_grad,
-    ggn_diagonal_estimate,
     ggn_vector_product,
     hessian_vector_product,
 )
@@ -26,7 +25,6 @@ ClosureOutput = tuple[Tensor, Tensor] | GGNClosureResult
 Closure = Callable[[], ClosureOutput]
 
 FVP_MODES = ("auto", "hessian", "ggn")
-PRECONDITIONERS = ("auto", "none", "jacobi")
 # Settings that must agree between param groups: they define one joint solve.
 JOINT_SETTINGS = (
     "max_kl",
@@ -37,7 +35,6 @@ JOINT_SETTINGS = (
     "accept_ratio",
     "fvp",
     "fvp_subsample",
-    "preconditioner",
 )
 KL_RELATIVE_SLACK = 1e-6  # floating-point rounding only
 FIRST_STEP_KL_TOL = 1e-4
@@ -110,8 +107,9 @@ class TrustRegionOptimizer(Optimizer):
             closure provides it) (default: "auto").
         fvp_subsample (float, optional): fraction of the batch used for Fisher products, in
             (0, 1]; below 1 it needs a :class:`GGNClosureResult` (default: 1.0).
-        preconditioner (str, optional): "none", "jacobi" (diagonal of the GGN, estimated;
-            ggn mode only) or "auto" (default: "auto" = "none").
+        preconditioner (callable, optional): ``r -> M⁻¹ r`` for an SPD approximation ``M``
+            of the damped Fisher, used by conjugate gradient; kept on the optimizer, not in
+            the param groups (default: None, plain CG).
         cg_tol (float, optional): conjugate gradient stops once ``‖r‖²`` falls below it, ≥ 0
             (default: 1e-10).
 
@@ -137,7 +135,7 @@ class TrustRegionOptimizer(Optimizer):
         accept_ratio: float = 0.1,
         fvp: str = "auto",
         fvp_subsample: float = 1.0,
-        preconditioner: str = "auto",
+        preconditioner: Callable[[Tensor], Tensor] | None = None,
         cg_tol: float = 1e-10,
     ) -> None:
         defaults = dict(
@@ -149,11 +147,11 @@ class TrustRegionOptimizer(Optimizer):
             accept_ratio=accept_ratio,
             fvp=fvp,
             fvp_subsample=fvp_subsample,
-            preconditioner=preconditioner,
             cg_tol=cg_tol,
         )
         _validate(defaults)
         super().__init__(params, defaults)
+        self.preconditioner = preconditioner
         for group in self.param_groups:
             _validate(group)
 
@@ -235,7 +233,7 @@ class TrustRegionOptimizer(Optimizer):
             return reject("zero gradient", grad_norm=grad_norm)
 
         damping = self._damping_vector(loss_grad)
-        fisher_product, preconditioner = self._curvature(mode, settings, kl, ggn, params, damping)
+        fisher_product = self._curvature(mode, settings, kl, ggn, params)
 
         def damped_product(vector: Tensor) -> Tensor:
             return fisher_product(vector) + damping * vector
@@ -243,7 +241,7 @@ class TrustRegionOptimizer(Optimizer):
         with torch.enable_grad():
             solve = conjugate_gradient_solve(
                 damped_product, -loss_grad, settings["cg_iters"], settings["cg_tol"],
-                preconditioner,
+                self.preconditioner,
             )  # fmt: skip
         direction = solve.solution
         # For CG started at 0, A x = b − r exactly up to rounding: no extra product needed.
@@ -270,28 +268,14 @@ class TrustRegionOptimizer(Optimizer):
         kl: Tensor,
         ggn: GGNClosureResult | None,
         params: list[Tensor],
-        damping: Tensor | float,
-    ) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor] | None]:
+    ) -> Callable[[Tensor], Tensor]:
         if mode == "hessian":
             with torch.enable_grad():
-                return hessian_vector_product(kl, params), None
+                return hessian_vector_product(kl, params)
         assert ggn is not None
         index = _subsample_index(ggn.num_samples, settings["fvp_subsample"], kl.device)
         used = ggn.num_samples if index is None else len(index)
-        product, transpose_product, outputs = ggn_vector_product(
-            ggn.outputs_fn, ggn.output_fisher_vp, params, index, used
-        )
-        if settings["preconditioner"] != "jacobi":
-            return product, None
-        diagonal = ggn_diagonal_estimate(outputs, ggn.output_fisher_vp, transpose_product, used)
-        # Guard the noisy estimate: no entry below a tenth of its tensor's mean.
-        floor = _blockwise_mean(diagonal.clamp(min=0.0), params) * 0.1
-        inverse = 1.0 / (torch.maximum(diagonal, floor) + damping)
-
-        def jacobi(residual: Tensor) -> Tensor:
-            return residual * inverse
-
-        return product, jacobi
+        return ggn_vector_product(ggn.outputs_fn, ggn.output_fisher_vp, params, index, used)
 
     def _line_search(
         self,
@@ -362,13 +346,6 @@ def _validate(group: dict[str, Any]) -> None:
             raise ValueError(f"Invalid {name}: {value!r} (must be {allowed})")
     if group["fvp"] not in FVP_MODES:
         raise ValueError(f"Invalid fvp: {group['fvp']!r} (must be one of {FVP_MODES})")
-    if group["preconditioner"] not in PRECONDITIONERS:
-        raise ValueError(
-            f"Invalid preconditioner: {group['preconditioner']!r} "
-            f"(must be one of {PRECONDITIONERS})"
-        )
-    if group["preconditioner"] == "jacobi" and group["fvp"] == "hessian":
-        raise ValueError("Invalid preconditioner: 'jacobi' needs fvp='ggn' or 'auto'")
 
 
 def _is_number(value: Any) -> bool:
@@ -448,8 +425,3 @@ def _set_params(params: list[Tensor], start: list[Tensor], step: Tensor, fractio
         n = p.numel()
         p.copy_(original + fraction * step[offset : offset + n].view_as(p))
         offset += n
-
-
-def _blockwise_mean(vector: Tensor, params: list[Tensor]) -> Tensor:
-    pieces = torch.split(vector, [p.numel() for p in params])
-    return torch.cat([piece.mean().expand_as(piece) for piece in pieces])

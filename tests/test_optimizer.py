@@ -1,0 +1,328 @@
+"""TrustRegionOptimizer: closed-form steps, acceptance rules, restoration, validation."""
+
+import math
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from trust_region import (
+    GGNClosureResult,
+    StepResult,
+    TrustRegionOptimizer,
+    categorical_fisher_vp,
+    functional_model,
+)
+
+
+# ----------------------------------------------------------------- quadratics
+def quadratic_problem(n: int, seed: int, dtype: torch.dtype = torch.float64):
+    generator = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
+    eigenvalues = torch.rand(n, generator=generator, dtype=torch.float64) * 5 + 0.1
+    metric = ((q * eigenvalues) @ q.T).to(dtype)
+    gradient = torch.randn(n, generator=generator, dtype=torch.float64).to(dtype)
+    return metric, gradient
+
+
+def quadratic_closure(theta: Tensor, metric: Tensor, gradient: Tensor):
+    start = theta.detach().clone()
+
+    def closure() -> tuple[Tensor, Tensor]:
+        delta = theta - start
+        return gradient @ theta, 0.5 * delta @ metric @ delta
+
+    return closure
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_quadratic_step_is_the_closed_form_natural_gradient_step(seed: int) -> None:
+    n, max_kl = 6, 0.02
+    metric, gradient = quadratic_problem(n, seed)
+    theta = torch.zeros(n, dtype=torch.float64, requires_grad=True)
+    opt = TrustRegionOptimizer([theta], max_kl=max_kl, damping=0.0, cg_iters=4 * n)
+    result = opt.step(quadratic_closure(theta, metric, gradient))
+
+    direction = -torch.linalg.solve(metric, gradient)
+    expected = direction * math.sqrt(2 * max_kl / float(direction @ metric @ direction))
+    step = theta.detach()
+    assert result.accepted and result.step_fraction == 1.0 and result.backtracks == 0
+    torch.testing.assert_close(step, expected, rtol=1e-8, atol=1e-10)
+    assert 0.5 * float(step @ metric @ step) == pytest.approx(max_kl, rel=1e-9)
+    assert result.kl == pytest.approx(max_kl, rel=1e-9)
+    # The loss is linear: the actual improvement is the predicted one.
+    assert result.expected_improvement == pytest.approx(result.loss_before - result.loss_after)
+
+
+def test_per_group_damping_enters_the_solve() -> None:
+    metric, gradient = quadratic_problem(4, seed=11)
+    a = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    theta = torch.cat([a, b])  # noqa: F841 - documents the layout
+    start = torch.zeros(4, dtype=torch.float64)
+
+    def closure():
+        joined = torch.cat([a, b])
+        delta = joined - start
+        return gradient @ joined, 0.5 * delta @ metric @ delta
+
+    max_kl = 0.01
+    opt = TrustRegionOptimizer(
+        [{"params": [a], "damping": 0.5}, {"params": [b], "damping": 2.0}],
+        max_kl=max_kl, cg_iters=20, accept_ratio=0.0,
+    )  # fmt: skip
+    opt.step(closure)
+    damped = metric + torch.diag(torch.tensor([0.5, 0.5, 2.0, 2.0], dtype=torch.float64))
+    direction = -torch.linalg.solve(damped, gradient)
+    expected = direction * math.sqrt(2 * max_kl / float(direction @ damped @ direction))
+    torch.testing.assert_close(torch.cat([a, b]).detach(), expected, rtol=1e-8, atol=1e-10)
+
+
+def test_changed_max_kl_in_param_groups_is_honoured_next_step() -> None:
+    metric, gradient = quadratic_problem(3, seed=2)
+    theta = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    opt = TrustRegionOptimizer([theta], max_kl=0.01, damping=0.0, cg_iters=10)
+    first = opt.step(quadratic_closure(theta, metric, gradient))
+    opt.param_groups[0]["max_kl"] = 0.04
+    second = opt.step(quadratic_closure(theta, metric, gradient))
+    assert first.kl == pytest.approx(0.01, rel=1e-8)
+    assert second.kl == pytest.approx(0.04, rel=1e-8)
+
+
+# ---------------------------------------------------------------- classifiers
+def classifier_problem(seed: int, dtype: torch.dtype = torch.float32):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 3)).to(dtype)
+    x = torch.randn(128, 4, dtype=dtype)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+    return model, x, y
+
+
+def classifier_closure(model: nn.Module, x: Tensor, y: Tensor, ggn: bool = False):
+    with torch.no_grad():
+        old_logits = model(x)
+    old_log_probs = old_logits.log_softmax(-1)
+    params = list(model.parameters())
+    fn = functional_model(model, params)
+
+    def closure():
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        kl = (old_log_probs.exp() * (old_log_probs - logits.log_softmax(-1))).sum(-1).mean()
+        if not ggn:
+            return loss, kl
+        return GGNClosureResult(
+            loss, kl, lambda ps, idx: fn(ps, x if idx is None else x[idx]),
+            categorical_fisher_vp, len(x),
+        )  # fmt: skip
+
+    return closure
+
+
+def snapshot(model: nn.Module) -> list[Tensor]:
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def bit_identical(model: nn.Module, saved: list[Tensor]) -> bool:
+    return all(torch.equal(p, s) for p, s in zip(model.parameters(), saved, strict=True))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("ggn", [False, True])
+@pytest.mark.parametrize("max_kl", [1e-3, 0.05, 5.0])
+def test_accepted_steps_respect_kl_and_lower_loss_rejected_restore(dtype, ggn, max_kl) -> None:
+    model, x, y = classifier_problem(seed=0, dtype=dtype)
+    # A stringent acceptance ratio and few backtracks make rejections happen at large max_kl.
+    opt = TrustRegionOptimizer(
+        model.parameters(), max_kl=max_kl, backtrack_iters=2, accept_ratio=0.5
+    )
+    accepted = rejected = 0
+    for _ in range(8):
+        before = snapshot(model)
+        closure = classifier_closure(model, x, y, ggn)
+        result = opt.step(closure)
+        with torch.no_grad():
+            after = closure()
+        loss, kl = (after.loss.detach(), after.kl.detach()) if ggn else after
+        assert all(p.dtype == dtype for p in model.parameters())
+        if result.accepted:
+            accepted += 1
+            assert float(kl) <= max_kl * (1 + 1e-6)
+            assert float(kl) == pytest.approx(result.kl, rel=1e-5, abs=1e-9)
+            assert float(loss) < result.loss_before
+            assert result.reason is None
+        else:
+            rejected += 1
+            assert bit_identical(model, before)
+            assert result.reason in {"kl exceeded", "no improvement"}
+            assert result.step_fraction == 0.0
+    # Small radii make progress; a huge radius overshoots and every candidate is refused.
+    assert (accepted, rejected) == ((0, 8) if max_kl == 5.0 else (8, 0))
+
+
+def test_ggn_and_hessian_modes_take_the_same_step() -> None:
+    results = []
+    for ggn in (False, True):
+        model, x, y = classifier_problem(seed=3, dtype=torch.float64)
+        opt = TrustRegionOptimizer(model.parameters(), max_kl=0.01, cg_iters=15)
+        result = opt.step(classifier_closure(model, x, y, ggn))
+        results.append((result, snapshot(model)))
+    (hessian, p_hessian), (ggn_result, p_ggn) = results
+    assert (hessian.fvp, ggn_result.fvp) == ("hessian", "ggn")
+    for a, b in zip(p_hessian, p_ggn, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+
+
+def test_nan_loss_is_rejected_with_nothing_changed() -> None:
+    model, x, y = classifier_problem(seed=1)
+    opt = TrustRegionOptimizer(model.parameters())
+    before = snapshot(model)
+    inner = classifier_closure(model, x, y)
+
+    def nan_closure():
+        loss, kl = inner()
+        return loss * float("nan"), kl
+
+    result = opt.step(nan_closure)
+    assert not result.accepted and result.reason == "non-finite loss"
+    assert bit_identical(model, before)
+
+
+def test_non_finite_candidates_are_rejected_and_parameters_restored() -> None:
+    model, x, y = classifier_problem(seed=2)
+    opt = TrustRegionOptimizer(model.parameters(), backtrack_iters=3)
+    before = snapshot(model)
+    inner = classifier_closure(model, x, y)
+    calls = {"n": 0}
+
+    def closure():
+        calls["n"] += 1
+        loss, kl = inner()
+        if calls["n"] > 1:  # every line-search candidate blows up
+            return loss + float("inf"), kl
+        return loss, kl
+
+    result = opt.step(closure)
+    assert not result.accepted and result.reason == "non-finite loss"
+    assert result.backtracks == 3 and calls["n"] == 1 + 4
+    assert bit_identical(model, before)
+
+
+def test_line_search_backtracks_until_kl_fits() -> None:
+    # The closure's KL is 4x the quadratic model: the full step (KL = 4 max_kl) must shrink
+    # to 0.5 = 0.8**k with 0.8**(2k) * 4 <= 1, i.e. k = 4 (0.8**8 * 4 = 0.67).
+    metric, gradient = quadratic_problem(3, seed=5)
+    theta = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    start = theta.detach().clone()
+
+    def closure():
+        delta = theta - start
+        return gradient @ theta, 0.5 * delta @ metric @ delta * (1 + 3 * (delta.norm() > 0))
+
+    opt = TrustRegionOptimizer([theta], max_kl=0.01, damping=0.0, cg_iters=10)
+    result = opt.step(closure)
+    assert result.accepted and result.backtracks == 4
+    assert result.step_fraction == pytest.approx(0.8**4)
+    assert result.kl == pytest.approx(4 * 0.01 * 0.8**8, rel=1e-8)
+
+
+def test_state_dict_round_trip() -> None:
+    model, x, y = classifier_problem(seed=4)
+    opt = TrustRegionOptimizer(model.parameters(), max_kl=0.02, damping=0.3)
+    opt.step(classifier_closure(model, x, y))
+    state = opt.state_dict()
+    other_model, _, _ = classifier_problem(seed=4)
+    other = TrustRegionOptimizer(other_model.parameters())
+    other.load_state_dict(state)
+    assert other.param_groups[0]["max_kl"] == 0.02
+    assert other.param_groups[0]["damping"] == 0.3
+    first = next(iter(other_model.parameters()))
+    assert other.state[first]["step"] == 1
+
+
+def test_step_result_is_frozen() -> None:
+    model, x, y = classifier_problem(seed=0)
+    result = TrustRegionOptimizer(model.parameters()).step(classifier_closure(model, x, y))
+    assert isinstance(result, StepResult)
+    with pytest.raises(AttributeError):
+        result.accepted = False  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize(
+    ("name", "value", "allowed"),
+    [
+        ("max_kl", 0.0, "> 0"),
+        ("max_kl", float("nan"), "> 0"),
+        ("damping", -0.1, ">= 0"),
+        ("cg_iters", 0, ">= 1"),
+        ("cg_iters", 2.5, "integer"),
+        ("backtrack_coeff", 1.0, r"in \(0, 1\)"),
+        ("backtrack_coeff", 0.0, r"in \(0, 1\)"),
+        ("backtrack_iters", -1, ">= 0"),
+        ("fvp_subsample", 0.0, r"in \(0, 1\]"),
+        ("fvp_subsample", 1.5, r"in \(0, 1\]"),
+        ("accept_ratio", -1.0, ">= 0"),
+    ],
+)
+def test_bad_hyperparameters_name_the_argument_and_range(name, value, allowed) -> None:
+    with pytest.raises(ValueError, match=rf"Invalid {name}: .*{allowed}"):
+        TrustRegionOptimizer([torch.zeros(2, requires_grad=True)], **{name: value})
+
+
+def test_bad_fvp_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="Invalid fvp: 'fisher'"):
+        TrustRegionOptimizer([torch.zeros(2, requires_grad=True)], fvp="fisher")
+
+
+def test_groups_that_disagree_on_joint_settings_are_refused() -> None:
+    a, b = torch.zeros(2, requires_grad=True), torch.zeros(2, requires_grad=True)
+    opt = TrustRegionOptimizer([{"params": [a]}, {"params": [b], "max_kl": 0.5}])
+    with pytest.raises(ValueError, match="max_kl"):
+        opt.step(lambda: (a.sum() + b.sum(), (a * 0).sum()))
+
+
+@pytest.mark.parametrize(
+    "output",
+    [torch.tensor(1.0), (torch.tensor(1.0),), (torch.ones(2), torch.tensor(0.0)), (1.0, 0.0)],
+)
+def test_closure_must_return_two_scalar_tensors(output) -> None:
+    theta = torch.zeros(2, requires_grad=True)
+    with pytest.raises(TypeError, match=r"must return \(loss, kl\)"):
+        TrustRegionOptimizer([theta]).step(lambda: output)
+
+
+def test_kl_that_is_not_zero_at_the_start_is_refused() -> None:
+    model, x, y = classifier_problem(seed=0)
+    target = torch.full((len(x), 3), 1 / 3)  # not the model's own distribution
+
+    def closure():
+        logits = model(x)
+        kl = (target * (target.log() - logits.log_softmax(-1))).sum(-1).mean()
+        return nn.functional.cross_entropy(logits, y), kl
+
+    before = snapshot(model)
+    with pytest.raises(ValueError, match="KL at the current parameters"):
+        TrustRegionOptimizer(model.parameters()).step(closure)
+    assert bit_identical(model, before)
+
+
+def test_ggn_mode_needs_a_ggn_closure_result() -> None:
+    model, x, y = classifier_problem(seed=0)
+    opt = TrustRegionOptimizer(model.parameters(), fvp="ggn")
+    with pytest.raises(ValueError, match="GGNClosureResult"):
+        opt.step(classifier_closure(model, x, y))
+    sub = TrustRegionOptimizer(model.parameters(), fvp_subsample=0.5)
+    with pytest.raises(ValueError, match="fvp_subsample"):
+        sub.step(classifier_closure(model, x, y))
+
+
+def test_subsampled_fisher_still_respects_the_measured_kl() -> None:
+    model, x, y = classifier_problem(seed=6)
+    opt = TrustRegionOptimizer(model.parameters(), max_kl=0.01, fvp_subsample=0.25)
+    for _ in range(5):
+        closure = classifier_closure(model, x, y, ggn=True)
+        result = opt.step(closure)
+        assert result.fvp == "ggn"
+        if result.accepted:
+            assert float(closure().kl) <= 0.01 * (1 + 1e-6)
