@@ -18,6 +18,7 @@ from .curvature import (
     ggn_vector_product,
     hessian_vector_product,
 )
+from .distributed import WeightedReducer, broadcast_parameters, check_parameters_in_sync
 
 __all__ = ["StepResult", "TrustRegionOptimizer"]
 
@@ -112,6 +113,14 @@ class TrustRegionOptimizer(Optimizer):
             the param groups (default: None, plain CG).
         cg_tol (float, optional): conjugate gradient stops once ``‖r‖²`` falls below it, ≥ 0
             (default: 1e-10).
+        process_group (ProcessGroup, optional): ``torch.distributed`` group whose ranks
+            each hold part of the batch. Gradients, Fisher products and the line search's
+            loss/KL are averaged over the ranks (weighted by sample count), so every rank
+            takes the identical step; parameters are broadcast from the group's rank 0 at
+            construction (default: None, a single process).
+        sync_check_every (int, optional): with a ``process_group``, compare a parameter
+            checksum across ranks every this many steps and raise if they drifted apart;
+            0 disables it (default: 100).
 
     Example:
         >>> opt = TrustRegionOptimizer(model.parameters(), max_kl=0.01)
@@ -137,6 +146,8 @@ class TrustRegionOptimizer(Optimizer):
         fvp_subsample: float = 1.0,
         preconditioner: Callable[[Tensor], Tensor] | None = None,
         cg_tol: float = 1e-10,
+        process_group: Any = None,
+        sync_check_every: int = 100,
     ) -> None:
         defaults = dict(
             max_kl=max_kl,
@@ -152,6 +163,11 @@ class TrustRegionOptimizer(Optimizer):
         _validate(defaults)
         super().__init__(params, defaults)
         self.preconditioner = preconditioner
+        if not _is_int(sync_check_every) or sync_check_every < 0:
+            raise ValueError(f"Invalid sync_check_every: {sync_check_every!r} (must be >= 0)")
+        self.process_group = process_group
+        self.sync_check_every = sync_check_every
+        broadcast_parameters(self._params(), process_group)
         for group in self.param_groups:
             _validate(group)
 
@@ -186,12 +202,17 @@ class TrustRegionOptimizer(Optimizer):
 
     # ---------------------------------------------------------------------- step
     @torch.no_grad()
-    def step(self, closure: Closure) -> StepResult:  # type: ignore[override]
+    def step(  # type: ignore[override]
+        self, closure: Closure, num_samples: int | None = None
+    ) -> StepResult:
         """Take one trust-region step; see the class docstring.
 
         Args:
             closure (callable): returns ``(loss, kl)`` scalar tensors or a
                 :class:`GGNClosureResult`; must not call ``backward``.
+            num_samples (int, optional): this rank's batch size, the weight of its loss, KL
+                and Fisher in the average over ranks (only used with a ``process_group``;
+                default: the closure result's ``num_samples``, else equal weights).
 
         Returns:
             StepResult: what happened; the parameters moved only if ``accepted``.
@@ -207,8 +228,13 @@ class TrustRegionOptimizer(Optimizer):
 
         with torch.enable_grad():
             loss, kl, ggn = _unpack(closure())
-        loss_before = float(loss.detach())
         mode = _resolve_fvp(settings["fvp"], ggn, settings["fvp_subsample"])
+        weight = num_samples if num_samples is not None else (ggn.num_samples if ggn else 1)
+        reducer = WeightedReducer(self.process_group, weight, loss.device)
+        every = self.sync_check_every
+        if every and (global_state["step"] - 1) % every == 0:
+            check_parameters_in_sync(params, self.process_group)
+        (loss_before,) = reducer.scalars(loss)
 
         def reject(reason: str, **extra: Any) -> StepResult:
             fields: dict[str, Any] = dict(
@@ -223,9 +249,10 @@ class TrustRegionOptimizer(Optimizer):
             return reject("non-finite loss")
 
         with torch.enable_grad():
-            loss_grad = flat_grad(loss, params, retain_graph=True)
+            local_grad = flat_grad(loss, params, retain_graph=True)
             if global_state["step"] == 1:
-                _check_kl_at_start(kl, params, loss_grad)
+                _check_kl_at_start(kl, params, local_grad)
+        loss_grad = reducer.mean(local_grad)
         grad_norm = float(loss_grad.norm())
         if not math.isfinite(grad_norm):
             return reject("non-finite gradient", grad_norm=grad_norm)
@@ -236,7 +263,7 @@ class TrustRegionOptimizer(Optimizer):
         fisher_product = self._curvature(mode, settings, kl, ggn, params)
 
         def damped_product(vector: Tensor) -> Tensor:
-            return fisher_product(vector) + damping * vector
+            return reducer.mean(fisher_product(vector)) + damping * vector
 
         with torch.enable_grad():
             solve = conjugate_gradient_solve(
@@ -258,7 +285,7 @@ class TrustRegionOptimizer(Optimizer):
 
         return self._line_search(
             closure, params, full_step, loss_before, expected_improvement, settings, mode,
-            cg_info,
+            cg_info, reducer,
         )  # fmt: skip
 
     def _curvature(
@@ -287,6 +314,7 @@ class TrustRegionOptimizer(Optimizer):
         settings: dict[str, Any],
         mode: str,
         cg_info: dict[str, Any],
+        reducer: WeightedReducer,
     ) -> StepResult:
         start = [p.detach().clone() for p in params]
         max_kl = settings["max_kl"]
@@ -297,7 +325,7 @@ class TrustRegionOptimizer(Optimizer):
             fraction = settings["backtrack_coeff"] ** tried
             _set_params(params, start, full_step, fraction)
             loss, kl, _ = _unpack(closure())
-            loss_after, kl_after = float(loss), float(kl)
+            loss_after, kl_after = reducer.scalars(loss, kl)
             improvement = loss_before - loss_after
             if not math.isfinite(loss_after):
                 reason = "non-finite loss"

@@ -1,0 +1,90 @@
+"""Two gloo ranks on CPU take exactly the step one process takes on the whole batch."""
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from trust_region import GGNClosureResult, TrustRegionOptimizer, categorical_fisher_vp
+from trust_region.curvature import functional_model
+
+SIZES = (40, 88)  # unequal shares: the average must be weighted by sample count
+
+
+def make_problem():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    x = torch.randn(sum(SIZES), 4, dtype=torch.float64)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    return model, x, y
+
+
+def make_closure(model, x, y, ggn):
+    with torch.no_grad():
+        old = model(x).log_softmax(-1)
+    fn = functional_model(model, list(model.parameters()))
+
+    def closure():
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        kl = (old.exp() * (old - logits.log_softmax(-1))).sum(-1).mean()
+        if not ggn:
+            return loss, kl
+        return GGNClosureResult(
+            loss, kl, lambda ps, idx: fn(ps, x if idx is None else x[idx]),
+            categorical_fisher_vp, len(x),
+        )  # fmt: skip
+
+    return closure
+
+
+def run_steps(model, x, y, ggn, steps=3, **kwargs):
+    opt = TrustRegionOptimizer(model.parameters(), max_kl=0.02, cg_iters=12, **kwargs)
+    results = [opt.step(make_closure(model, x, y, ggn), num_samples=len(x)) for _ in range(steps)]
+    return results, [p.detach().clone() for p in model.parameters()]
+
+
+def worker(rank: int, port: int, ggn: bool, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        model, x, y = make_problem()
+        if rank == 1:  # rank 1 starts elsewhere: the optimizer must broadcast rank 0's values
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(1.0)
+        start = sum(SIZES[:rank])
+        shard = slice(start, start + SIZES[rank])
+        results, params = run_steps(
+            model, x[shard], y[shard], ggn, process_group=dist.group.WORLD, sync_check_every=1
+        )
+        torch.save({"params": params, "kl": [r.kl for r in results]}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("ggn", [False, True])
+def test_two_ranks_take_the_single_process_step(tmp_path: Path, ggn: bool) -> None:
+    model, x, y = make_problem()
+    single, expected = run_steps(model, x, y, ggn)
+    assert all(r.accepted for r in single)
+
+    out = str(tmp_path / "rank")
+    mp.start_processes(worker, args=(free_port(), ggn, out), nprocs=2, start_method="spawn")
+    for rank in range(2):
+        saved = torch.load(f"{out}.{rank}", weights_only=True)
+        for got, want in zip(saved["params"], expected, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+        assert saved["kl"] == pytest.approx([r.kl for r in single], rel=1e-6)
