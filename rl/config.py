@@ -1,0 +1,362 @@
+"""TRPOConfig: every setting of a run, validated, frozen, loadable from YAML, TOML or JSON.
+
+Config is data: derived sizes (e.g. steps per env) are properties, never written back.
+
+Example:
+    >>> cfg = TRPOConfig(env_id="Pendulum-v1", total_steps=100_000, seed=0)
+    >>> cfg.with_overrides(["policy.hidden_sizes=[32, 32]", "max_kl=0.02"]).max_kl
+    0.02
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "ENV_PRESETS",
+    "ConfigError",
+    "PolicyConfig",
+    "TRPOConfig",
+    "ValueConfig",
+    "describe_validation_error",
+    "merge_dicts",
+    "parse_overrides",
+]
+
+Activation = Literal["tanh", "relu", "elu", "gelu", "silu"]
+HiddenSizes = tuple[Annotated[int, Field(ge=1, le=65536)], ...]
+
+
+class ConfigError(ValueError):
+    """A config that cannot be built; the message is one line naming the field and the value."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class PolicyConfig(_Frozen):
+    """The policy network: an MLP whose output parameterises the action distribution."""
+
+    hidden_sizes: HiddenSizes = Field(
+        (64, 64), description="Widths of the hidden layers; () gives a linear policy."
+    )
+    activation: Activation = Field("tanh", description="Activation between hidden layers.")
+    log_std_init: float = Field(
+        0.0, ge=-5.0, le=2.0, description="Initial log standard deviation of Gaussian policies."
+    )
+    ortho_init: bool = Field(
+        True,
+        description="Orthogonal initialisation (gain √2, output layer 0.01), as SB3 does.",
+    )
+
+
+class ValueConfig(_Frozen):
+    """The value network and its minibatch Adam fit, run once per iteration."""
+
+    hidden_sizes: HiddenSizes = Field((64, 64), description="Widths of the hidden layers.")
+    activation: Activation = Field("tanh", description="Activation between hidden layers.")
+    learning_rate: float = Field(1e-3, gt=0.0, le=1.0, description="Adam learning rate.")
+    epochs: int = Field(10, ge=1, le=1000, description="Passes over the batch per iteration.")
+    minibatch_size: int = Field(128, ge=1, le=1_000_000, description="Samples per Adam step.")
+
+
+class TRPOConfig(_Frozen):
+    """All settings of a TRPO run. Defaults follow the seed project (max_kl 0.01, γ 0.99,
+    λ 0.95, 10 CG iterations, 10 backtracks, damping 0.1, 64×64 networks).
+
+    Example:
+        >>> TRPOConfig(env_id="CartPole-v1").steps_per_env
+        1024
+    """
+
+    env_id: str | None = Field(
+        None,
+        min_length=1,
+        description="Gymnasium environment id; may be omitted when rl.TRPO gets an env factory.",
+    )
+    env_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments passed to gymnasium.make."
+    )
+    total_steps: int = Field(
+        1_000_000,
+        ge=1,
+        description="Env steps to train for, rounded up to whole iterations.",
+    )
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of networks, sampling and envs.")
+    num_envs: int = Field(2, ge=1, le=1024, description="Environments stepped together.")
+    vector_mode: Literal["sync", "async"] = Field(
+        "sync", description="gymnasium SyncVectorEnv (one process) or AsyncVectorEnv."
+    )
+    steps_per_iteration: int = Field(
+        2048,
+        ge=1,
+        description="Transitions collected per iteration, summed over envs; divisible by num_envs.",
+    )
+    policy: PolicyConfig = Field(default_factory=PolicyConfig, description="Policy network.")
+    value: ValueConfig = Field(default_factory=ValueConfig, description="Value network and fit.")
+    max_kl: float = Field(0.01, gt=0.0, le=10.0, description="Trust-region radius: mean KL.")
+    damping: float = Field(0.1, ge=0.0, le=1e3, description="Damping added to the Fisher matrix.")
+    cg_iters: int = Field(10, ge=1, le=1000, description="Conjugate-gradient iterations.")
+    backtrack_iters: int = Field(10, ge=0, le=100, description="Line-search backtracking steps.")
+    backtrack_coeff: float = Field(
+        0.8, gt=0.0, lt=1.0, description="Step shrink factor per backtrack."
+    )
+    accept_ratio: float = Field(
+        0.1, ge=0.0, le=1.0, description="Least actual/expected improvement accepted."
+    )
+    fvp: Literal["auto", "hessian", "ggn"] = Field(
+        "auto", description="Fisher-vector product mode of TrustRegionOptimizer."
+    )
+    fvp_subsample: float = Field(
+        1.0, gt=0.0, le=1.0, description="Fraction of the batch used for Fisher-vector products."
+    )
+    gamma: float = Field(0.99, ge=0.0, le=1.0, description="Discount factor γ.")
+    lam: float = Field(0.95, ge=0.0, le=1.0, description="GAE λ.")
+    normalize_advantages: bool = Field(True, description="Standardise advantages per batch.")
+    normalize_observations: bool = Field(
+        False, description="gymnasium NormalizeObservation; statistics frozen for evaluation."
+    )
+    normalize_rewards: bool = Field(
+        False, description="gymnasium NormalizeReward (scales by the discounted-return std)."
+    )
+    eval_every: int = Field(
+        0, ge=0, description="Env steps between deterministic evaluations; 0 = none."
+    )
+    eval_episodes: int = Field(10, ge=1, le=10_000, description="Episodes per evaluation.")
+    episode_window: int = Field(
+        100, ge=1, le=100_000, description="Recent training episodes averaged in metrics."
+    )
+    device: str = Field("cpu", description="torch device: 'cpu', 'cuda', 'cuda:N' or 'mps'.")
+    torch_threads: int = Field(
+        1, ge=0, le=1024, description="torch.set_num_threads on CPU; 0 leaves torch's default."
+    )
+    run_dir: str | None = Field(
+        None, description="Directory for config.yaml, metrics.jsonl, evals.jsonl and the model."
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        try:
+            torch.device(value)
+        except RuntimeError:
+            raise ValueError(
+                f"unknown device {value!r} (allowed: 'cpu', 'cuda', 'cuda:N', 'mps')"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _steps_divide_by_envs(self) -> TRPOConfig:
+        if self.steps_per_iteration % self.num_envs:
+            raise ValueError(
+                f"steps_per_iteration = {self.steps_per_iteration} must be a multiple of "
+                f"num_envs = {self.num_envs}"
+            )
+        return self
+
+    @property
+    def steps_per_env(self) -> int:
+        """Vector steps per iteration: ``steps_per_iteration // num_envs``."""
+        return self.steps_per_iteration // self.num_envs
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TRPOConfig:
+        """Validate ``data``, raising ConfigError with a one-line message on failure."""
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as error:
+            raise ConfigError(describe_validation_error(error)) from None
+
+    @classmethod
+    def from_file(cls, path: str | Path, overrides: Iterable[str] = ()) -> TRPOConfig:
+        """Load a YAML (``.yaml``/``.yml``), TOML or JSON file, then apply ``key=value`` overrides.
+
+        Example:
+            >>> TRPOConfig.from_file("pendulum.yaml", ["seed=3"])  # doctest: +SKIP
+        """
+        return cls.from_dict(merge_dicts(read_config_file(path), parse_overrides(overrides)))
+
+    @classmethod
+    def from_preset(cls, env_id: str, **overrides: Any) -> TRPOConfig:
+        """The tuned settings of ``ENV_PRESETS`` for ``env_id`` (plain defaults if none),
+        updated by ``overrides`` (nested dicts for nested fields)."""
+        data = merge_dicts({"env_id": env_id}, ENV_PRESETS.get(env_id, {}))
+        return cls.from_dict(merge_dicts(data, overrides))
+
+    def with_overrides(self, overrides: Iterable[str] | Mapping[str, Any]) -> TRPOConfig:
+        """A new config with ``key=value`` strings (dotted keys for nested fields) or a dict."""
+        update = overrides if isinstance(overrides, Mapping) else parse_overrides(overrides)
+        return self.from_dict(merge_dicts(self.model_dump(), update))
+
+    def to_yaml(self) -> str:
+        """The full resolved config as YAML, loadable again by ``from_file``."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# Tuned settings per environment, mapped from RL Baselines3 Zoo's TRPO hyperparameters
+# (DLR-RM/rl-baselines3-zoo, hyperparams/trpo.yml): n_envs -> num_envs,
+# n_steps * n_envs -> steps_per_iteration, n_critic_updates -> value.epochs,
+# batch_size -> value.minibatch_size, learning_rate -> value.learning_rate,
+# cg_max_steps -> cg_iters, cg_damping -> damping, target_kl -> max_kl,
+# normalize -> normalize_observations + normalize_rewards. Where the zoo leaves a value to
+# sb3-contrib's TRPO defaults we write those (cg_max_steps 15, batch_size 128, lr 1e-3).
+# A later issue moves this table into data files under rl/presets/.
+_MUJOCO = {
+    "normalize_observations": True,
+    "normalize_rewards": True,
+    "num_envs": 2,
+    "steps_per_iteration": 2048,
+    "total_steps": 1_000_000,
+    "gamma": 0.99,
+    "lam": 0.95,
+    "cg_iters": 25,
+    "damping": 0.1,
+    "value": {"epochs": 20, "learning_rate": 1e-3, "minibatch_size": 128},
+}
+ENV_PRESETS: dict[str, dict[str, Any]] = {
+    "CartPole-v1": {
+        "total_steps": 100_000,
+        "num_envs": 2,
+        "steps_per_iteration": 1024,
+        "gamma": 0.99,
+        "lam": 0.98,
+        "damping": 1e-3,
+        "cg_iters": 15,
+        "value": {"epochs": 20, "learning_rate": 1e-3, "minibatch_size": 512},
+    },
+    # The zoo gives Pendulum gamma 0.9 (and gSDE, which our policy lacks: plain Gaussian here).
+    "Pendulum-v1": {
+        "total_steps": 100_000,
+        "num_envs": 2,
+        "steps_per_iteration": 2048,
+        "gamma": 0.9,
+        "lam": 0.95,
+        "cg_iters": 15,
+        "value": {"epochs": 15, "learning_rate": 1e-3, "minibatch_size": 128},
+    },
+    "HalfCheetah-v5": {**_MUJOCO, "max_kl": 0.04},
+    "Hopper-v5": _MUJOCO,
+    "Walker2d-v5": _MUJOCO,
+    "Ant-v5": _MUJOCO,
+    "Humanoid-v5": {**_MUJOCO, "total_steps": 2_000_000},
+    "Swimmer-v5": {**_MUJOCO, "gamma": 0.9999},
+}
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a config mapping from YAML (``yaml.safe_load``), TOML or JSON, by file suffix."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {error.strerror}") from None
+    try:
+        if suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        elif suffix == ".toml":
+            data = _load_toml(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigError(
+                f"config file {str(path)!r}: unknown suffix {suffix!r} "
+                "(allowed: .yaml, .yml, .toml, .json)"
+            )
+    except (yaml.YAMLError, json.JSONDecodeError, ValueError) as error:
+        if isinstance(error, ConfigError):
+            raise
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ConfigError(f"config file {str(path)!r} is not valid: {first_line}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of field: value")
+    return data
+
+
+def _load_toml(text: str) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise ConfigError("reading TOML on Python 3.10 needs: pip install tomli") from None
+    return tomllib.loads(text)
+
+
+def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
+    """Turn ``["policy.hidden_sizes=[32,32]", "gamma=0.9"]`` into a nested dict.
+
+    Values are read as JSON when they parse as JSON, else as YAML scalars/lists, else strings.
+    """
+    result: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r} must look like key=value (dotted key allowed)")
+        *parents, leaf = key.split(".")
+        node = result
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is set both as a value and a group")
+            node = child
+        node[leaf] = _parse_value(raw.strip())
+    return result
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        return raw
+
+
+def merge_dicts(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge: values of ``update`` win; nested mappings merge key by key."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_dicts(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line naming the first bad field, its value and what is allowed."""
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        allowed = _field_names_at(first["loc"][:-1])
+        return f"unknown config field {field!r} (allowed: {', '.join(allowed)})"
+    if not field:
+        return f"invalid config: {message}"
+    return f"invalid config: {field} = {first.get('input')!r}: {message}"
+
+
+def _field_names_at(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = TRPOConfig
+    for part in loc:
+        annotation = model.model_fields[str(part)].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return sorted(model.model_fields)

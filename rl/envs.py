@@ -1,0 +1,252 @@
+"""Vector environments: creation, observation flattening, normalization and episode statistics.
+
+Every vector env here runs gymnasium's ``AutoresetMode.NEXT_STEP`` explicitly: the step that
+ends an episode returns that episode's final observation (normalized like every other
+observation), and the *next* step of that sub-env is a reset step whose action is ignored.
+The rollout masks those reset steps (see ``rl.rollout``). We keep NEXT_STEP because
+gymnasium 1.4's vector NormalizeObservation refuses SAME_STEP, and because it puts the
+final observation in the observation stream, where it is normalized with the same
+statistics as its neighbours instead of arriving raw in ``info``.
+
+Wrapper stack, innermost first::
+
+    gym.make(env_id) [FlattenObservation]   per sub-env, for Dict/Tuple/Discrete/n-d Box
+    Sync/AsyncVectorEnv(autoreset_mode=NEXT_STEP)
+    RecordEpisodeStatistics                 raw returns and lengths of finished episodes
+    NormalizeObservation                    optional, running mean/var (shared over envs)
+    NormalizeReward                         optional, scales by the discounted-return std
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
+from gymnasium.wrappers import FlattenObservation
+from gymnasium.wrappers.vector import NormalizeObservation, NormalizeReward, RecordEpisodeStatistics
+
+__all__ = [
+    "EnvFactory",
+    "FrozenObservationNormalizer",
+    "VectorEnvs",
+    "check_observation_space",
+    "make_env_factory",
+    "make_vector_envs",
+    "raw_observation_space",
+    "restore_reward_statistics",
+    "reward_statistics",
+]
+
+EnvFactory = Callable[[], gym.Env]
+
+_FLAT_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+
+
+def check_observation_space(space: spaces.Space) -> None:
+    """Raise a ValueError naming ``space`` unless it flattens to a Box."""
+    if isinstance(space, _FLAT_SPACES):
+        return
+    if isinstance(space, spaces.Dict | spaces.Tuple):
+        for sub_space in space.spaces.values() if isinstance(space, spaces.Dict) else space:
+            check_observation_space(sub_space)
+        return
+    raise ValueError(
+        f"Unsupported observation space {space} ({type(space).__name__}): rl supports Box, "
+        "Discrete, MultiDiscrete, MultiBinary, Dict and Tuple observations"
+    )
+
+
+def _needs_flattening(space: spaces.Space) -> bool:
+    return not (isinstance(space, spaces.Box) and len(space.shape) == 1)
+
+
+def make_env_factory(
+    env_id: str | None,
+    env_kwargs: dict[str, Any] | None = None,
+    env_fn: EnvFactory | None = None,
+) -> EnvFactory:
+    """A picklable-by-cloudpickle callable making one env with flat observations."""
+    if env_fn is None and env_id is None:
+        raise ValueError("env_id is required unless an env factory (env_fn) is given")
+
+    def make() -> gym.Env:
+        with quiet_mujoco_deprecations():
+            env = env_fn() if env_fn is not None else gym.make(env_id, **(env_kwargs or {}))
+        check_observation_space(env.observation_space)
+        return _FlatObservations(env) if _needs_flattening(env.observation_space) else env
+
+    return make
+
+
+class _FlatObservations(FlattenObservation):
+    """gymnasium's FlattenObservation, marked as the one rl added (see raw_observation_space)."""
+
+
+def raw_observation_space(env: gym.Env) -> spaces.Space:
+    """The observation space of an env made by ``make_env_factory``, before rl flattened it."""
+    return (
+        env.env.observation_space if isinstance(env, _FlatObservations) else env.observation_space
+    )
+
+
+@contextlib.contextmanager
+def quiet_mujoco_deprecations() -> Iterator[None]:
+    """Silence MuJoCo's 'settotalmass' deprecation, printed for each HalfCheetah created.
+
+    MuJoCo reports it through ``mju_warning`` (C, to stderr), not Python warnings, so we
+    install a user warning handler that drops that message and forwards all others.
+    """
+    if importlib.util.find_spec("mujoco") is None:
+        yield
+        return
+    import mujoco
+
+    previous = mujoco.get_mju_user_warning()
+
+    def handler(message: str) -> None:
+        if "settotalmass" in message:
+            return
+        if previous is not None:
+            previous(message)
+        else:
+            import sys
+
+            print(f"WARNING: {message}", file=sys.stderr)
+
+    mujoco.set_mju_user_warning(handler)
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
+
+
+@dataclass
+class VectorEnvs:
+    """A vector env and handles on the wrappers whose state the agent reads or saves.
+
+    Attributes:
+        env (VectorEnv): the outermost wrapper; ``step``/``reset`` go through it.
+        episode_stats (RecordEpisodeStatistics): raw returns/lengths of finished episodes.
+        obs_normalizer (NormalizeObservation | None): running observation statistics.
+        reward_normalizer (NormalizeReward | None): running discounted-return statistics.
+    """
+
+    env: VectorEnv
+    episode_stats: RecordEpisodeStatistics
+    obs_normalizer: NormalizeObservation | None
+    reward_normalizer: NormalizeReward | None
+
+    @property
+    def num_envs(self) -> int:
+        return self.env.num_envs
+
+    @property
+    def observation_dim(self) -> int:
+        return int(np.prod(self.env.single_observation_space.shape))
+
+    @property
+    def action_space(self) -> spaces.Space:
+        return self.env.single_action_space
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def make_vector_envs(
+    factory: EnvFactory,
+    num_envs: int,
+    vector_mode: str = "sync",
+    normalize_observations: bool = False,
+    normalize_rewards: bool = False,
+    gamma: float = 0.99,
+    episode_window: int = 100,
+) -> VectorEnvs:
+    """Build the wrapper stack described in the module docstring.
+
+    Args:
+        factory (callable): makes one sub-env (see ``make_env_factory``).
+        num_envs (int): number of sub-envs.
+        vector_mode (str): ``"sync"`` or ``"async"`` (one process per sub-env).
+        normalize_observations (bool): add gymnasium's NormalizeObservation.
+        normalize_rewards (bool): add gymnasium's NormalizeReward with discount ``gamma``.
+        gamma (float): discount of NormalizeReward's return estimate.
+        episode_window (int): finished episodes kept by RecordEpisodeStatistics.
+    """
+    vector_class = {"sync": SyncVectorEnv, "async": AsyncVectorEnv}[vector_mode]
+    env: VectorEnv = vector_class([factory] * num_envs, autoreset_mode=AutoresetMode.NEXT_STEP)
+    env = episode_stats = RecordEpisodeStatistics(env, buffer_length=episode_window)
+    obs_normalizer = reward_normalizer = None
+    if normalize_observations:
+        env = obs_normalizer = NormalizeObservation(env)
+    if normalize_rewards:
+        env = reward_normalizer = NormalizeReward(env, gamma=gamma)
+    return VectorEnvs(env, episode_stats, obs_normalizer, reward_normalizer)
+
+
+@dataclass(frozen=True)
+class FrozenObservationNormalizer:
+    """A snapshot of NormalizeObservation's statistics, applied with the wrapper's formula.
+
+    ``(obs − mean) / sqrt(var + epsilon)`` in the statistics' dtype, cast to float32, exactly
+    as ``gymnasium.wrappers.vector.NormalizeObservation.observations`` computes it.
+    """
+
+    mean: np.ndarray
+    var: np.ndarray
+    count: float
+    epsilon: float
+
+    @classmethod
+    def from_wrapper(cls, wrapper: NormalizeObservation) -> FrozenObservationNormalizer:
+        rms = wrapper.obs_rms
+        return cls(np.array(rms.mean), np.array(rms.var), float(rms.count), wrapper.epsilon)
+
+    def restore_into(self, wrapper: NormalizeObservation) -> None:
+        """Make ``wrapper`` continue from these statistics."""
+        wrapper.obs_rms.mean = np.array(self.mean)
+        wrapper.obs_rms.var = np.array(self.var)
+        wrapper.obs_rms.count = self.count
+
+    def __call__(self, observations: np.ndarray) -> np.ndarray:
+        return ((observations - self.mean) / np.sqrt(self.var + self.epsilon)).astype(np.float32)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "mean": torch.from_numpy(np.array(self.mean)),
+            "var": torch.from_numpy(np.array(self.var)),
+            "count": self.count,
+            "epsilon": float(self.epsilon),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> FrozenObservationNormalizer:
+        return cls(
+            state["mean"].numpy(),
+            state["var"].numpy(),
+            float(state["count"]),
+            float(state["epsilon"]),
+        )
+
+
+def reward_statistics(wrapper: NormalizeReward) -> dict[str, Any]:
+    """NormalizeReward's running statistics of the discounted return, as plain values."""
+    rms = wrapper.return_rms
+    return {"mean": float(rms.mean), "var": float(rms.var), "count": float(rms.count)}
+
+
+def restore_reward_statistics(wrapper: NormalizeReward, state: dict[str, Any]) -> None:
+    """Make ``wrapper`` continue from statistics saved by ``reward_statistics``."""
+    rms = wrapper.return_rms
+    rms.mean, rms.var, rms.count = (
+        np.float64(state["mean"]),
+        np.float64(state["var"]),
+        float(state["count"]),
+    )

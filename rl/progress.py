@@ -1,0 +1,190 @@
+"""Training progress: a rich live display on a terminal, plain lines otherwise, or quiet.
+
+``make_progress("auto")`` picks the rich display when the stream is a TTY and one plain
+line per iteration when it is not (logs, pipes, CI). ``"quiet"`` prints only the final
+summary; ``"none"`` prints nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, Literal, TextIO
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import Progress as RichBar
+from rich.table import Table
+
+__all__ = ["PlainProgress", "Progress", "ProgressMode", "RichProgress", "make_progress"]
+
+ProgressMode = Literal["auto", "rich", "plain", "quiet", "none"]
+
+# (metrics key, label, format) for the table and the plain line
+_FIELDS = (
+    ("episode_return_mean", "return", "{:.1f}"),
+    ("episode_length_mean", "length", "{:.0f}"),
+    ("kl", "kl", "{:.4f}"),
+    ("entropy", "entropy", "{:.3f}"),
+    ("value_loss", "value loss", "{:.3g}"),
+    ("explained_variance", "expl. var", "{:.2f}"),
+    ("backtracks", "backtracks", "{}"),
+    ("accepted", "accepted", "{}"),
+    ("fps", "steps/s", "{:.0f}"),
+)
+
+
+def _format(value: Any, template: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return template.format(value)
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """``key value`` pairs of the final summary on one line."""
+    parts = [
+        f"{key} {_format(value, '{:.2f}' if isinstance(value, float) else '{}')}"
+        for key, value in summary.items()
+    ]
+    return "done: " + ", ".join(parts)
+
+
+class Progress:
+    """Interface: ``iteration(row)`` per iteration, ``evaluation(row)``, ``finish(summary)``.
+
+    This base class prints nothing (mode ``"none"``).
+    """
+
+    def __init__(self, total_steps: int, stream: TextIO | None = None) -> None:
+        self.total_steps = total_steps
+        self.stream = stream if stream is not None else sys.stdout
+
+    def iteration(self, row: dict[str, Any]) -> None:
+        """Called after each iteration with its metrics row."""
+
+    def evaluation(self, row: dict[str, Any]) -> None:
+        """Called after each evaluation with ``{step, mean_return, std_return, ...}``."""
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """Called once at the end of training."""
+
+    def abort(self) -> None:
+        """Called instead of ``finish`` when training stops on an exception."""
+
+
+class QuietProgress(Progress):
+    """Only the final summary."""
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        print(summary_line(summary), file=self.stream, flush=True)
+
+
+class PlainProgress(QuietProgress):
+    """One plain line per iteration (no colour, no cursor movement)."""
+
+    def iteration(self, row: dict[str, Any]) -> None:
+        fields = " ".join(
+            f"{label.replace(' ', '_')} {_format(row.get(key), template)}"
+            for key, label, template in _FIELDS
+        )
+        line = f"iter {row['iteration']} step {row['step']}/{self.total_steps} {fields}"
+        print(line, file=self.stream, flush=True)
+
+    def evaluation(self, row: dict[str, Any]) -> None:
+        print(
+            f"eval step {row['step']} return {row['mean_return']:.1f} ± {row['std_return']:.1f}",
+            file=self.stream,
+            flush=True,
+        )
+
+
+class RichProgress(Progress):
+    """A live progress bar (steps, steps/s, ETA) above a table of the latest iteration."""
+
+    def __init__(self, total_steps: int, stream: TextIO | None = None) -> None:
+        super().__init__(total_steps, stream)
+        self.console = Console(file=self.stream)
+        self.bar = RichBar(
+            TextColumn("[bold]training"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[fps]} steps/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+        )
+        self.task = self.bar.add_task("training", total=total_steps, fps="-")
+        self.last_eval: dict[str, Any] | None = None
+        self.last_row: dict[str, Any] = {}
+        self.live = Live(
+            Group(self.bar, self._table({})),
+            console=self.console,
+            refresh_per_second=4,
+            transient=False,
+        )
+        self.live.start()
+
+    def _table(self, row: dict[str, Any]) -> Table:
+        table = Table(show_header=True, header_style="bold", box=None)
+        table.add_column("iteration")
+        for _, label, _ in _FIELDS[:-1]:
+            table.add_column(label, justify="right")
+        if row:
+            table.add_row(
+                str(row["iteration"]), *(_format(row.get(key), tpl) for key, _, tpl in _FIELDS[:-1])
+            )
+        if self.last_eval is not None:
+            table.caption = (
+                f"eval at step {self.last_eval['step']}: "
+                f"{self.last_eval['mean_return']:.1f} ± "
+                f"{self.last_eval['std_return']:.1f}"
+            )
+        return table
+
+    def iteration(self, row: dict[str, Any]) -> None:
+        self.bar.update(
+            self.task,
+            completed=min(row["step"], self.total_steps),
+            fps=_format(row.get("fps"), "{:.0f}"),
+        )
+        self.last_row = row
+        self.live.update(Group(self.bar, self._table(row)))
+
+    def evaluation(self, row: dict[str, Any]) -> None:
+        self.last_eval = row
+        self.live.update(Group(self.bar, self._table(self.last_row)))
+
+    def abort(self) -> None:
+        self.live.stop()
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        self.live.stop()
+        self.console.print(summary_line(summary), highlight=False, markup=False)
+
+
+def make_progress(
+    mode: ProgressMode = "auto", total_steps: int = 0, stream: TextIO | None = None
+) -> Progress:
+    """The display for ``mode``; ``"auto"`` is rich on a TTY and plain lines otherwise."""
+    stream = stream if stream is not None else sys.stdout
+    if mode == "auto":
+        mode = "rich" if stream.isatty() else "plain"
+    classes: dict[str, type[Progress]] = {
+        "rich": RichProgress,
+        "plain": PlainProgress,
+        "quiet": QuietProgress,
+        "none": Progress,
+    }
+    if mode not in classes:
+        raise ValueError(f"Invalid progress mode: {mode!r} (allowed: auto, {', '.join(classes)})")
+    return classes[mode](total_steps, stream)

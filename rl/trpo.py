@@ -1,0 +1,522 @@
+"""TRPO (Schulman et al., 2015) on gymnasium vector envs, built on TrustRegionOptimizer.
+
+One iteration, top to bottom (``TRPO._iterate``)::
+
+    rollout  = collector.collect()                       (T, N) slots, reset slots masked
+    values   = V(observations[:-1]), V(observations[1:])  one batched forward
+    adv, ret = gae(rewards, values, next_values, terminated, truncated, γ, λ)
+    policy   : TrustRegionOptimizer.step(closure)         closure from rl.surrogate
+    value    : minibatch Adam on (observations, ret)
+
+Each iteration's metrics row (one line of metrics.jsonl): step, iteration, samples (valid
+slots learned from), episodes (finished this iteration), episode_return_mean and
+episode_length_mean (raw env returns over the last ``episode_window`` episodes), kl,
+entropy (before the step), value_loss (last epoch), explained_variance (of the values used
+by GAE), accepted, backtracks, step_fraction, surrogate_improvement, expected_improvement,
+cg_iterations, cg_residual, reason (why a step was rejected), rollout_time, update_time,
+fps (env steps/s, evaluations excluded) and time (seconds since ``learn`` began).
+
+Example:
+    >>> import rl
+    >>> cfg = rl.TRPOConfig(env_id="Pendulum-v1", total_steps=100_000, seed=0)
+    >>> agent = rl.TRPO(cfg).learn()  # doctest: +SKIP
+    >>> agent.evaluate(episodes=10)  # doctest: +SKIP
+    {'mean_return': ..., 'std_return': ..., 'mean_length': ...}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+
+from rl.config import TRPOConfig
+from rl.envs import (
+    EnvFactory,
+    FrozenObservationNormalizer,
+    VectorEnvs,
+    make_env_factory,
+    make_vector_envs,
+    raw_observation_space,
+    restore_reward_statistics,
+    reward_statistics,
+)
+from rl.gae import gae
+from rl.policies import Policy, make_distribution, make_policy
+from rl.progress import Progress, ProgressMode, make_progress
+from rl.rollout import Rollout, RolloutCollector
+from rl.run_files import RunFiles
+from rl.surrogate import make_policy_batch, make_policy_closure
+from rl.value import ValueNetwork, explained_variance, fit_value, make_value
+from trust_region import TrustRegionOptimizer
+
+__all__ = ["TRPO"]
+
+MODEL_FORMAT = "rl.trpo.model/1"
+EVAL_SEED_OFFSET = 1_000_000  # evaluation envs are seeded apart from training envs
+MAX_EVAL_ENVS = 16
+
+
+class _Clock:
+    """Wall time since the start of ``learn`` and env steps/s with evaluations kept out."""
+
+    def __init__(self, start_step: int) -> None:
+        self.start = time.perf_counter()
+        self.start_step = start_step
+        self.paused_seconds = 0.0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        pause_start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.paused_seconds += time.perf_counter() - pause_start
+
+    def rates(self, step: int) -> dict[str, float]:
+        elapsed = self.elapsed()
+        training_seconds = max(elapsed - self.paused_seconds, 1e-9)
+        return {"fps": (step - self.start_step) / training_seconds, "time": elapsed}
+
+
+class TRPO:
+    """Trust Region Policy Optimization for one gymnasium environment.
+
+    Args:
+        config (TRPOConfig): all settings of the run.
+        env_fn (callable, optional): makes one gymnasium env; overrides ``config.env_id``
+            (use it for custom envs). Must be picklable by cloudpickle for async vectors.
+        policy (nn.Module, optional): a ``rl.policies.Policy``, or any module mapping
+            ``(B, obs_dim)`` flat observations to the distribution's inputs (the Gaussian
+            mean ``(B, A)`` or the logits). Default: an MLP from ``config.policy``.
+        value (nn.Module, optional): ``(B, obs_dim) -> (B,)`` or ``(B, 1)``. Default: an MLP
+            from ``config.value``.
+
+    Side effects: seeds torch's global generator (network initialisation) and, on CPU with
+    ``config.torch_threads > 0``, calls ``torch.set_num_threads``.
+
+    Example:
+        >>> agent = TRPO(TRPOConfig(env_id="CartPole-v1", total_steps=4096))  # doctest: +SKIP
+        >>> agent.learn(progress="none").predict(np.zeros(4, np.float32))  # doctest: +SKIP
+        array(0)
+    """
+
+    def __init__(
+        self,
+        config: TRPOConfig,
+        env_fn: EnvFactory | None = None,
+        policy: nn.Module | None = None,
+        value: nn.Module | None = None,
+    ) -> None:
+        self.config = config
+        self.device = torch.device(config.device)
+        if self.device.type == "cpu" and config.torch_threads > 0:
+            torch.set_num_threads(config.torch_threads)
+        self._env_factory = make_env_factory(config.env_id, config.env_kwargs, env_fn)
+        probe = self._env_factory()
+        self.observation_space: spaces.Box = probe.observation_space
+        self.raw_observation_space: spaces.Space = raw_observation_space(probe)
+        self.action_space: spaces.Space = probe.action_space
+        probe.close()
+        self.observation_dim = int(np.prod(self.observation_space.shape))
+
+        torch.manual_seed(config.seed)
+        self.policy = self._build_policy(policy).to(self.device)
+        self.value = self._build_value(value).to(self.device)
+        self.policy_optimizer = TrustRegionOptimizer(
+            self.policy.parameters(),
+            max_kl=config.max_kl,
+            damping=config.damping,
+            cg_iters=config.cg_iters,
+            backtrack_iters=config.backtrack_iters,
+            backtrack_coeff=config.backtrack_coeff,
+            accept_ratio=config.accept_ratio,
+            fvp=config.fvp,
+            fvp_subsample=config.fvp_subsample,
+        )
+        self.value_optimizer = torch.optim.Adam(
+            self.value.parameters(), lr=config.value.learning_rate
+        )
+        self.action_generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.shuffle_generator = torch.Generator().manual_seed(config.seed + 1)
+
+        self.step = 0
+        self.iteration = 0
+        self.obs_normalizer: FrozenObservationNormalizer | None = None
+        self.reward_statistics: dict[str, float] | None = None
+        self.last_evaluation: dict[str, Any] | None = None
+        self._train_envs: VectorEnvs | None = None
+        self._eval_envs: VectorEnvs | None = None
+
+    # ----------------------------------------------------------------------------- building
+    def _build_policy(self, policy: nn.Module | None) -> Policy:
+        if policy is None:
+            return make_policy(self.observation_dim, self.action_space, self.config.policy)
+        if isinstance(policy, Policy):
+            return policy
+        return Policy(policy, make_distribution(self.action_space, self.config.policy.log_std_init))
+
+    def _build_value(self, value: nn.Module | None) -> nn.Module:
+        if value is None:
+            return make_value(self.observation_dim, self.config.value)
+        return value if isinstance(value, ValueNetwork) else ValueNetwork(value)
+
+    def _make_envs(self, num_envs: int, training: bool) -> VectorEnvs:
+        config = self.config
+        return make_vector_envs(
+            self._env_factory,
+            num_envs,
+            config.vector_mode if training else "sync",
+            normalize_observations=training and config.normalize_observations,
+            normalize_rewards=training and config.normalize_rewards,
+            gamma=config.gamma,
+            episode_window=config.episode_window,
+        )
+
+    # ----------------------------------------------------------------------------- training
+    def learn(
+        self,
+        total_steps: int | None = None,
+        progress: ProgressMode | Progress = "auto",
+        final_evaluation: bool = False,
+        callback: Callable[[TRPO, dict[str, Any]], bool | None] | None = None,
+    ) -> TRPO:
+        """Train until ``total_steps`` env steps in all (default: ``config.total_steps``).
+
+        Steps count vector slots, ``num_envs`` per vector step, reset slots included. With
+        ``config.run_dir`` set, writes config.yaml, metrics.jsonl, evals.jsonl and model.pt.
+
+        Args:
+            total_steps (int, optional): step count to reach (default: ``config.total_steps``).
+            progress (str or Progress, optional): ``"auto"`` (rich on a TTY, else plain
+                lines), ``"rich"``, ``"plain"``, ``"quiet"``, ``"none"`` or a Progress.
+            final_evaluation (bool, optional): evaluate after the last iteration even when
+                ``config.eval_every`` is 0 (default: False).
+            callback (callable, optional): ``callback(agent, row)`` after each iteration
+                (and its evaluation, if any); returning ``False`` stops training there.
+
+        Returns:
+            TRPO: ``self``, trained.
+        """
+        config = self.config
+        total_steps = config.total_steps if total_steps is None else total_steps
+        display = (
+            progress if isinstance(progress, Progress) else make_progress(progress, total_steps)
+        )
+        files = RunFiles(config.run_dir) if config.run_dir is not None else None
+        if files is not None:
+            files.write_config(config.to_yaml())
+        envs = self._train_envs = self._make_envs(config.num_envs, training=True)
+        self._restore_normalization(envs)
+        collector = RolloutCollector(envs, self.policy, config.steps_per_env, self.action_generator)
+        collector.reset(seed=config.seed)
+        clock = _Clock(self.step)
+        episodes_seen = int(envs.episode_stats.episode_count)
+        try:
+            while self.step < total_steps:
+                row = self._iterate(collector)
+                finished = int(envs.episode_stats.episode_count) - episodes_seen
+                episodes_seen += finished
+                row |= self._episode_metrics(envs, finished) | clock.rates(self.step)
+                if files is not None:
+                    files.append_metrics(row)
+                display.iteration(row)
+                last = self.step >= total_steps
+                if self._evaluation_due(total_steps) or (last and final_evaluation):
+                    evaluation = self._evaluate_during_training(clock)
+                    if files is not None:
+                        files.append_eval(evaluation)
+                    display.evaluation(evaluation)
+                if callback is not None and callback(self, row) is False:
+                    break
+        except BaseException:
+            display.abort()
+            raise
+        finally:
+            self._freeze_normalization(envs)
+            envs.close()
+            self._train_envs = None
+        if files is not None:
+            self.save(files.model_path)
+        display.finish(self._summary(clock.elapsed()))
+        return self
+
+    def _iterate(self, collector: RolloutCollector) -> dict[str, Any]:
+        """Collect one rollout and update the policy and the value function."""
+        iteration_start = time.perf_counter()
+        rollout = collector.collect()
+        rollout_seconds = time.perf_counter() - iteration_start
+        metrics = self._update(rollout)
+        self.step += self.config.steps_per_iteration
+        self.iteration += 1
+        return {
+            "step": self.step,
+            "iteration": self.iteration,
+            **metrics,
+            "rollout_time": rollout_seconds,
+            "update_time": time.perf_counter() - iteration_start - rollout_seconds,
+        }
+
+    def _update(self, rollout: Rollout) -> dict[str, Any]:
+        """GAE, one trust-region policy step and the value fit, on the valid slots only."""
+        config, device = self.config, self.device
+        horizon, num_envs = rollout.rewards.shape
+        observations = rollout.observations.to(device)
+        with torch.no_grad():
+            all_values = self.value(observations.flatten(0, 1)).view(horizon + 1, num_envs)
+        values, next_values = all_values[:-1], all_values[1:]
+        advantages, returns = gae(
+            rollout.rewards.to(device),
+            values,
+            next_values,
+            rollout.terminated.to(device),
+            rollout.truncated.to(device),
+            config.gamma,
+            config.lam,
+        )
+        valid = rollout.valid.flatten().nonzero().squeeze(1).to(device)
+        batch_observations = observations[:-1].flatten(0, 1)[valid]
+        batch_actions = rollout.actions.to(device).flatten(0, 1)[valid]
+        batch_advantages = advantages.flatten()[valid]
+        batch_returns = returns.flatten()[valid]
+        if config.normalize_advantages and batch_advantages.numel() > 1:
+            batch_advantages = (batch_advantages - batch_advantages.mean()) / (
+                batch_advantages.std() + 1e-8
+            )
+        batch = make_policy_batch(self.policy, batch_observations, batch_actions, batch_advantages)
+        result = self.policy_optimizer.step(make_policy_closure(self.policy, batch))
+        value_loss = fit_value(
+            self.value,
+            self.value_optimizer,
+            batch_observations,
+            batch_returns,
+            config.value.epochs,
+            config.value.minibatch_size,
+            self.shuffle_generator,
+        )
+        entropy = self.policy.distribution.entropy(batch.old_params).mean()
+        return {
+            "samples": int(valid.numel()),
+            "kl": float(result.kl),
+            "entropy": float(entropy),
+            "value_loss": value_loss,
+            "explained_variance": explained_variance(values.flatten()[valid], batch_returns),
+            "accepted": bool(result.accepted),
+            "backtracks": int(result.backtracks),
+            "step_fraction": float(result.step_fraction),
+            "surrogate_improvement": float(result.loss_before) - float(result.loss_after),
+            "expected_improvement": float(result.expected_improvement),
+            "cg_iterations": int(result.cg_iterations),
+            "cg_residual": float(result.cg_residual),
+            "reason": result.reason or None,
+        }
+
+    def _episode_metrics(self, envs: VectorEnvs, finished: int) -> dict[str, Any]:
+        stats = envs.episode_stats
+        returns, lengths = list(stats.return_queue), list(stats.length_queue)
+        return {
+            "episodes": finished,
+            "episode_return_mean": float(np.mean(returns)) if returns else None,
+            "episode_length_mean": float(np.mean(lengths)) if lengths else None,
+        }
+
+    def _evaluation_due(self, total_steps: int) -> bool:
+        """After each ``eval_every`` boundary crossed by the last iteration, and at the end."""
+        every = self.config.eval_every
+        if every <= 0:
+            return False
+        previous_step = self.step - self.config.steps_per_iteration
+        crossed = self.step // every > previous_step // every
+        return crossed or self.step >= total_steps
+
+    def _evaluate_during_training(self, clock: _Clock) -> dict[str, Any]:
+        with clock.paused():
+            stats = self.evaluate(self.config.eval_episodes)
+        self.last_evaluation = {"step": self.step, **stats, "time": clock.elapsed()}
+        return self.last_evaluation
+
+    def _freeze_normalization(self, envs: VectorEnvs) -> None:
+        """Keep the training envs' statistics: frozen for evaluation, saved with the model."""
+        if envs.obs_normalizer is not None:
+            self.obs_normalizer = FrozenObservationNormalizer.from_wrapper(envs.obs_normalizer)
+        if envs.reward_normalizer is not None:
+            self.reward_statistics = reward_statistics(envs.reward_normalizer)
+
+    def _restore_normalization(self, envs: VectorEnvs) -> None:
+        """A later ``learn`` (or one after ``load``) continues from the kept statistics."""
+        if envs.obs_normalizer is not None and self.obs_normalizer is not None:
+            self.obs_normalizer.restore_into(envs.obs_normalizer)
+        if envs.reward_normalizer is not None and self.reward_statistics is not None:
+            restore_reward_statistics(envs.reward_normalizer, self.reward_statistics)
+
+    def _summary(self, seconds: float) -> dict[str, Any]:
+        summary: dict[str, Any] = {"steps": self.step, "iterations": self.iteration}
+        summary["seconds"] = round(seconds, 1)
+        if self.last_evaluation is not None:
+            summary["eval_mean_return"] = self.last_evaluation["mean_return"]
+            summary["eval_std_return"] = self.last_evaluation["std_return"]
+        return summary
+
+    # ----------------------------------------------------------------------------- acting
+    def _current_obs_normalizer(self) -> FrozenObservationNormalizer | None:
+        """Statistics frozen now: a snapshot of the live wrapper while training, else saved."""
+        envs = self._train_envs
+        if envs is not None and envs.obs_normalizer is not None:
+            return FrozenObservationNormalizer.from_wrapper(envs.obs_normalizer)
+        return self.obs_normalizer
+
+    def _act(
+        self,
+        flat_observations: np.ndarray,
+        normalizer: FrozenObservationNormalizer | None,
+        deterministic: bool,
+    ) -> np.ndarray:
+        if normalizer is not None:
+            flat_observations = normalizer(flat_observations)
+        observations = torch.as_tensor(flat_observations, dtype=torch.float32, device=self.device)
+        actions = self.policy.act(observations, deterministic, self.action_generator)
+        return self.policy.distribution.to_env(actions)
+
+    def predict(self, observation: Any, deterministic: bool = True) -> Any:
+        """The env action for one raw observation (or a ``(B, obs_dim)`` batch of flat ones),
+        with the frozen normalization statistics applied.
+
+        Example:
+            >>> obs, _ = env.reset(seed=0)  # doctest: +SKIP
+            >>> env.step(agent.predict(obs))  # doctest: +SKIP
+        """
+        if not (
+            isinstance(self.raw_observation_space, spaces.Box)
+            and len(self.raw_observation_space.shape) == 1
+        ):
+            flat = spaces.flatten(self.raw_observation_space, observation)[None]
+            single = True
+        else:
+            array = np.asarray(observation)
+            single = array.ndim == 1
+            flat = array.reshape(-1, self.observation_dim)
+        actions = self._act(flat, self._current_obs_normalizer(), deterministic)
+        return actions[0] if single else actions
+
+    def evaluate(
+        self, episodes: int = 10, deterministic: bool = True, seed: int | None = None
+    ) -> dict[str, float]:
+        """Run ``episodes`` full episodes on separate envs; raw (unnormalized) env returns.
+
+        Observation statistics are frozen for the whole evaluation. Evaluation envs are
+        seeded with ``seed`` (default ``config.seed + 1_000_000``), one episode per env.
+
+        Returns:
+            dict: ``{"mean_return", "std_return", "mean_length"}``.
+        """
+        if episodes < 1:
+            raise ValueError(f"Invalid episodes: {episodes} (must be >= 1)")
+        seed = self.config.seed + EVAL_SEED_OFFSET if seed is None else seed
+        num_envs = min(episodes, MAX_EVAL_ENVS)
+        if self._eval_envs is None or self._eval_envs.num_envs != num_envs:
+            self.close_eval_envs()
+            self._eval_envs = self._make_envs(num_envs, training=False)
+        normalizer = self._current_obs_normalizer()
+        returns: list[float] = []
+        lengths: list[int] = []
+        for first in range(0, episodes, num_envs):
+            round_returns, round_lengths = self._evaluation_round(
+                self._eval_envs, normalizer, deterministic, seed + first
+            )
+            keep = min(num_envs, episodes - first)
+            returns += round_returns[:keep].tolist()
+            lengths += round_lengths[:keep].tolist()
+        return {
+            "mean_return": float(np.mean(returns)),
+            "std_return": float(np.std(returns)),
+            "mean_length": float(np.mean(lengths)),
+        }
+
+    def _evaluation_round(
+        self,
+        envs: VectorEnvs,
+        normalizer: FrozenObservationNormalizer | None,
+        deterministic: bool,
+        seed: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One episode per env: accumulate until every env has finished its first episode."""
+        observations, _ = envs.env.reset(seed=seed)
+        returns = np.zeros(envs.num_envs)
+        lengths = np.zeros(envs.num_envs, dtype=np.int64)
+        running = np.ones(envs.num_envs, dtype=bool)
+        while running.any():
+            actions = self._act(np.asarray(observations), normalizer, deterministic)
+            observations, rewards, terminated, truncated, _ = envs.env.step(actions)
+            returns += np.where(running, rewards, 0.0)
+            lengths += running
+            running &= ~(terminated | truncated)
+        return returns, lengths
+
+    # ----------------------------------------------------------------------------- files
+    def state_dict(self) -> dict[str, Any]:
+        """Plain tensors, numbers and strings only (loadable with ``weights_only=True``)."""
+        return {
+            "format": MODEL_FORMAT,
+            "config": self.config.model_dump(mode="json"),
+            "step": self.step,
+            "iteration": self.iteration,
+            "policy": self.policy.state_dict(),
+            "value": self.value.state_dict(),
+            "obs_normalizer": None
+            if self.obs_normalizer is None
+            else self.obs_normalizer.state_dict(),
+            "reward_statistics": self.reward_statistics,
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Save the trained agent (networks, frozen normalization statistics, config)."""
+        torch.save(self.state_dict(), path)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        env_fn: EnvFactory | None = None,
+        policy: nn.Module | None = None,
+        value: nn.Module | None = None,
+        device: str | None = None,
+    ) -> TRPO:
+        """Load an agent saved by ``save``; pass ``env_fn``/modules if it was built with them.
+
+        Loaded with ``torch.load(..., weights_only=True)``: a model file never runs code.
+        """
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
+            raise ValueError(f"{path} is not an rl TRPO model file ({MODEL_FORMAT})")
+        config = TRPOConfig.from_dict(state["config"])
+        if device is not None:
+            config = config.with_overrides({"device": device})
+        agent = cls(config, env_fn=env_fn, policy=policy, value=value)
+        agent.policy.load_state_dict(state["policy"])
+        agent.value.load_state_dict(state["value"])
+        agent.step, agent.iteration = int(state["step"]), int(state["iteration"])
+        if state["obs_normalizer"] is not None:
+            agent.obs_normalizer = FrozenObservationNormalizer.from_state_dict(
+                state["obs_normalizer"]
+            )
+        agent.reward_statistics = state["reward_statistics"]
+        return agent
+
+    def close_eval_envs(self) -> None:
+        if self._eval_envs is not None:
+            self._eval_envs.close()
+            self._eval_envs = None
+
+    def close(self) -> None:
+        """Close the evaluation envs (training envs close at the end of ``learn``)."""
+        self.close_eval_envs()
