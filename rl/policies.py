@@ -27,6 +27,7 @@ from torch.nn import functional as F
 
 from rl.config import PolicyConfig
 from rl.networks import mlp
+from trust_region import bernoulli_fisher_vp, categorical_fisher_vp
 
 __all__ = [
     "ActionDistribution",
@@ -56,6 +57,15 @@ class ActionDistribution(nn.Module):
     action_dtype: torch.dtype
 
     def params(self, net_out: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def ggn_outputs(self, net_out: Tensor) -> Tensor:
+        """The outputs in which the KL's output-space Hessian is taken (Gauss-Newton form):
+        the logits for the discrete families, ``[mean, log_std]`` for the Gaussian."""
+        raise NotImplementedError
+
+    def output_fisher_vp(self, outputs: Tensor, tangent: Tensor) -> Tensor:
+        """Per-sample Hessian of ``KL(old ‖ new)`` in ``ggn_outputs`` space, times ``tangent``."""
         raise NotImplementedError
 
     def act(
@@ -100,6 +110,14 @@ class DiagGaussian(ActionDistribution):
 
     def params(self, net_out: Tensor) -> Tensor:
         return torch.cat([net_out, self.log_std.expand_as(net_out)], dim=-1)
+
+    def ggn_outputs(self, net_out: Tensor) -> Tensor:
+        return self.params(net_out)
+
+    def output_fisher_vp(self, outputs: Tensor, tangent: Tensor) -> Tensor:
+        log_std = outputs[..., self.action_dim :]
+        tangent_mean, tangent_log_std = tangent.chunk(2, dim=-1)
+        return torch.cat([tangent_mean * torch.exp(-2.0 * log_std), 2.0 * tangent_log_std], -1)
 
     def act(
         self, net_out: Tensor, deterministic: bool, generator: torch.Generator | None
@@ -148,6 +166,12 @@ class Categorical(ActionDistribution):
     def params(self, net_out: Tensor) -> Tensor:
         return F.log_softmax(net_out, dim=-1)
 
+    def ggn_outputs(self, net_out: Tensor) -> Tensor:
+        return net_out
+
+    def output_fisher_vp(self, outputs: Tensor, tangent: Tensor) -> Tensor:
+        return categorical_fisher_vp(outputs, tangent)
+
     def act(
         self, net_out: Tensor, deterministic: bool, generator: torch.Generator | None
     ) -> Tensor:
@@ -195,6 +219,12 @@ class MultiCategorical(ActionDistribution):
         logits = self._grid(net_out) + self._logit_mask
         return F.log_softmax(logits, dim=-1).flatten(-2)
 
+    def ggn_outputs(self, net_out: Tensor) -> Tensor:
+        return self._grid(net_out) + self._logit_mask
+
+    def output_fisher_vp(self, outputs: Tensor, tangent: Tensor) -> Tensor:
+        return categorical_fisher_vp(outputs, tangent)
+
     def act(
         self, net_out: Tensor, deterministic: bool, generator: torch.Generator | None
     ) -> Tensor:
@@ -227,6 +257,12 @@ class Bernoulli(ActionDistribution):
 
     def params(self, net_out: Tensor) -> Tensor:
         return net_out
+
+    def ggn_outputs(self, net_out: Tensor) -> Tensor:
+        return net_out
+
+    def output_fisher_vp(self, outputs: Tensor, tangent: Tensor) -> Tensor:
+        return bernoulli_fisher_vp(outputs, tangent)
 
     def act(
         self, net_out: Tensor, deterministic: bool, generator: torch.Generator | None
@@ -287,6 +323,10 @@ class Policy(nn.Module):
     def forward(self, observations: Tensor) -> Tensor:
         """Distribution parameters ``(B, P)`` for a batch of observations."""
         return self.distribution.params(self.network(observations))
+
+    def ggn_outputs(self, observations: Tensor) -> Tensor:
+        """What the Gauss-Newton Fisher products differentiate (see ActionDistribution)."""
+        return self.distribution.ggn_outputs(self.network(observations))
 
     @torch.no_grad()
     def act(

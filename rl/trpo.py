@@ -144,6 +144,9 @@ class TRPO:
             fvp=config.fvp,
             fvp_subsample=config.fvp_subsample,
         )
+        self._policy_parameters = [
+            p for group in self.policy_optimizer.param_groups for p in group["params"]
+        ]
         self.value_optimizer = torch.optim.Adam(
             self.value.parameters(), lr=config.value.learning_rate
         )
@@ -294,7 +297,8 @@ class TRPO:
                 batch_advantages.std() + 1e-8
             )
         batch = make_policy_batch(self.policy, batch_observations, batch_actions, batch_advantages)
-        result = self.policy_optimizer.step(make_policy_closure(self.policy, batch))
+        ggn_params = None if config.fvp == "hessian" else self._policy_parameters
+        result = self.policy_optimizer.step(make_policy_closure(self.policy, batch, ggn_params))
         value_loss = fit_value(
             self.value,
             self.value_optimizer,
