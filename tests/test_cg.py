@@ -68,3 +68,10 @@ def test_cg_stops_at_tolerance_and_on_zero_rhs() -> None:
 def test_cg_rejects_zero_iterations() -> None:
     with pytest.raises(ValueError, match="iters"):
         conjugate_gradient(lambda v: v, torch.ones(2), iters=0)
+
+
+def test_cg_with_zero_tolerance_stops_cleanly_after_an_exact_solve() -> None:
+    # Regression: the residual reaches exactly 0 and 0/0 used to give NaN.
+    result = conjugate_gradient_solve(lambda v: v, torch.ones(3), iters=3, tol=0.0)
+    assert result.iterations == 1
+    torch.testing.assert_close(result.solution, torch.ones(3))

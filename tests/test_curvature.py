@@ -51,9 +51,7 @@ def categorical_kl(old: Tensor, new: Tensor) -> Tensor:
 def bernoulli_kl(old: Tensor, new: Tensor) -> Tensor:
     p = torch.sigmoid(old)
     log_p1, log_p0 = nn.functional.logsigmoid(new), nn.functional.logsigmoid(-new)
-    return (
-        p * (torch.log(p) - log_p1) + (1 - p) * (torch.log(1 - p) - log_p0)
-    ).sum(-1)
+    return (p * (torch.log(p) - log_p1) + (1 - p) * (torch.log(1 - p) - log_p0)).sum(-1)
 
 
 def mlp() -> nn.Module:

@@ -327,3 +327,21 @@ def test_subsampled_fisher_still_respects_the_measured_kl() -> None:
         if result.accepted:
             with torch.no_grad():
                 assert float(closure().kl) <= 0.01 * (1 + 1e-6)
+
+
+def test_exact_solve_with_zero_cg_tol_is_accepted() -> None:
+    w = nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    start = w.detach().clone()
+    opt = TrustRegionOptimizer([w], damping=0.0, cg_iters=5, cg_tol=0.0)
+    result = opt.step(lambda: (((w - 1) ** 2).sum(), 0.5 * ((w - start) ** 2).sum()))
+    assert result.accepted and result.cg_iterations == 1
+
+
+def test_gradient_below_cg_tol_is_rejected_with_that_reason() -> None:
+    v = nn.Parameter(torch.tensor([1 - 1e-6], dtype=torch.float64))
+    start = v.detach().clone()
+    result = TrustRegionOptimizer([v]).step(
+        lambda: (((v - 1) ** 2).sum(), 0.5 * ((v - start) ** 2).sum())
+    )
+    assert not result.accepted and result.reason == "gradient below cg_tol"
+    assert torch.equal(v.detach(), start)

@@ -46,7 +46,7 @@ def conjugate_gradient_solve(
         αₖ = rₖᵀzₖ / pₖᵀA pₖ;  xₖ₊₁ = xₖ + αₖ pₖ;  rₖ₊₁ = rₖ - αₖ A pₖ
         zₖ₊₁ = M⁻¹ rₖ₊₁;  βₖ = rₖ₊₁ᵀzₖ₊₁ / rₖᵀzₖ;  pₖ₊₁ = zₖ₊₁ + βₖ pₖ
 
-    It stops after ``iters`` products or once ``‖r‖² < tol``.
+    It stops after ``iters`` products, once ``‖r‖² ≤ tol``, or when the residual vanishes.
 
     Args:
         matvec (callable): ``v -> A v`` for a symmetric positive-definite ``A``.
@@ -69,15 +69,20 @@ def conjugate_gradient_solve(
     r_dot_z = torch.dot(r, z)
     residual = torch.dot(r, r)
     products = 0
-    while products < iters and residual.item() >= tol:
+    while products < iters and residual.item() > tol:
         a_p = matvec(p)
         products += 1
-        alpha = r_dot_z / torch.dot(p, a_p)
+        curvature = torch.dot(p, a_p)
+        if not curvature.item() > 0.0:  # converged exactly, or A is not positive definite
+            break
+        alpha = r_dot_z / curvature
         x.add_(alpha * p)
         r.sub_(alpha * a_p)
         residual = torch.dot(r, r)
         z = r if preconditioner is None else preconditioner(r)
         new_r_dot_z = torch.dot(r, z)
+        if new_r_dot_z.item() == 0.0:  # exact solution reached
+            break
         beta = new_r_dot_z / r_dot_z
         p = z + beta * p
         r_dot_z = new_r_dot_z

@@ -276,6 +276,8 @@ class TrustRegionOptimizer(Optimizer):
         cg_info = dict(
             cg_iterations=solve.iterations, cg_residual=solve.residual, grad_norm=grad_norm
         )
+        if solve.iterations == 0:
+            return reject("gradient below cg_tol", **cg_info)
         if not (math.isfinite(curvature) and curvature > 0.0):
             return reject("non-finite step", **cg_info)
         full_step = direction * math.sqrt(2.0 * settings["max_kl"] / curvature)
