@@ -28,8 +28,9 @@ if int(pydantic.VERSION.split(".")[0]) < 2:  # pragma: no cover
     raise ImportError(f"{_INSTALL_HINT} (pydantic >= 2 is required, found {pydantic.VERSION})")
 
 # The dependency check above must run first.
+from rl.agent import TRPOAgent  # noqa: E402
 from rl.config import TRPOConfig  # noqa: E402
 from rl.gae import gae  # noqa: E402
 from rl.trpo import TRPO  # noqa: E402
 
-__all__ = ["TRPO", "TRPOConfig", "gae"]
+__all__ = ["TRPO", "TRPOAgent", "TRPOConfig", "gae"]

@@ -1,8 +1,11 @@
-"""The ``trpo`` command: ``trpo train`` and ``trpo eval``.
+"""The ``trpo`` command: ``trpo train``, ``trpo eval``, ``trpo presets`` and ``trpo plot``.
 
     trpo train ENV_ID_OR_CONFIG_FILE [--total-steps N] [--seed S] [--num-envs K]
-               [--run-dir DIR] [--set key=value ...] [--quiet]
-    trpo eval RUN_DIR [--episodes N] [--json]
+               [--run-dir DIR] [--set key=value ...] [--quiet] [--tensorboard]
+    trpo train --resume RUN_DIR [--total-steps N] [--quiet]
+    trpo eval RUN_DIR [--episodes N] [--json] [--video DIR]
+    trpo presets [ENV_ID]
+    trpo plot RUN_DIR [RUN_DIR ...] [--out FILE.png] [--eval]
 
 Invalid arguments or config values exit with code 2 and one line on stderr naming the
 field and the value.
@@ -11,11 +14,16 @@ field and the value.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import json
+import pickle
+import signal
 import sys
 import time
 import typing
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -23,15 +31,26 @@ import gymnasium as gym
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from rl.atari import ensure_registered
+from rl.checkpoint import (
+    CHECKPOINT_FILE,
+    PREVIOUS_CHECKPOINT_FILE,
+    CheckpointError,
+    CheckpointWarning,
+)
 from rl.config import (
-    ENV_PRESETS,
     ConfigError,
     TRPOConfig,
     merge_dicts,
     parse_overrides,
     read_config_file,
 )
-from rl.run_files import METRICS_FILE, MODEL_FILE
+from rl.errors import TrainingError
+from rl.plot import plot_runs
+from rl.presets import Preset, all_presets, find_preset
+from rl.progress import Progress, ProgressMode, make_progress
+from rl.run_files import CONFIG_FILE, METRICS_FILE, MODEL_FILE
+from rl.tensorboard import TENSORBOARD_HINT, TensorBoardProgress, tensorboard_available
 from rl.trpo import TRPO
 
 __all__ = ["main"]
@@ -64,7 +83,9 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="trpo", description="TRPO on Gymnasium environments.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,eval}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{train,eval,presets,plot}"
+    )
 
     train = commands.add_parser(
         "train",
@@ -75,7 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "target",
         metavar="ENV_ID_OR_CONFIG_FILE",
+        nargs="?",
         help="a gymnasium env id (its preset applies) or a .yaml/.toml/.json config",
+    )
+    train.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a run from its config.yaml and latest checkpoint "
+        "(with --total-steps and --quiet only)",
     )
     train.add_argument("--total-steps", type=int, help="env steps to train for")
     train.add_argument("--seed", type=int, help="random seed")
@@ -89,17 +117,54 @@ def build_parser() -> argparse.ArgumentParser:
         help="any config field, dotted for nested ones (repeatable)",
     )
     train.add_argument("--quiet", action="store_true", help="print only the final summary")
+    train.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also log metrics to RUN_DIR/tensorboard (needs: pip install tensorboard)",
+    )
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser("eval", help="evaluate the final model of a run")
     evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run directory from trpo train")
     evaluate.add_argument(
-        "--episodes", type=_positive_int, default=10, help="episodes (default 10)"
+        "--episodes", type=_positive_int, help="episodes (default 10, or 1 with --video)"
     )
     evaluate.add_argument(
         "--json", action="store_true", help="print only the result as one line of JSON"
     )
+    evaluate.add_argument(
+        "--video",
+        metavar="DIR",
+        help="record the episodes as MP4s in DIR with gymnasium's RecordVideo (needs moviepy)",
+    )
     evaluate.set_defaults(handler=_eval)
+
+    presets = commands.add_parser("presets", help="list the built-in tuned settings")
+    presets.add_argument(
+        "env_id", metavar="ENV_ID", nargs="?", help="show this env's full preset config"
+    )
+    presets.set_defaults(handler=_presets)
+
+    plot = commands.add_parser(
+        "plot", help="draw return vs env steps and vs wall time of runs into a PNG"
+    )
+    plot.add_argument(
+        "run_dirs",
+        metavar="RUN_DIR",
+        nargs="+",
+        help="run directories (or folders of them); runs differing only in seed are averaged",
+    )
+    plot.add_argument(
+        "--out",
+        metavar="FILE.png",
+        help="image to write (default: RUN_DIR/returns.png for one run, else returns.png)",
+    )
+    plot.add_argument(
+        "--eval",
+        action="store_true",
+        help="plot evaluation returns (evals.jsonl) instead of training returns",
+    )
+    plot.set_defaults(handler=_plot)
     return parser
 
 
@@ -145,6 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError) as error:
         print(f"trpo {args.command}: error: {error}", file=sys.stderr)
         return USAGE_ERROR
+    except TrainingError as error:
+        print(f"trpo {args.command}: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"trpo {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -152,24 +220,136 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # --------------------------------------------------------------------------------- train
 def _train(args: argparse.Namespace) -> int:
-    config, preset_used = _resolve_train_config(args)
+    if args.resume is not None:
+        return _resume(args)
+    if args.target is None:
+        raise UsageError("ENV_ID_OR_CONFIG_FILE is required (or --resume RUN_DIR)")
+    config, preset, overridden = _resolve_train_config(args)
     agent = _make_agent(config)
     if not args.quiet:
-        preset = " (preset from RL Zoo's TRPO settings)" if preset_used else ""
+        if preset is not None:
+            print(_describe_preset(preset, overridden), flush=True)
         print(
-            f"trpo: training {config.env_id}{preset} for {config.total_steps} steps, "
+            f"trpo: training {config.env_id} for {config.total_steps} steps, "
             f"seed {config.seed}, run dir {config.run_dir}",
             flush=True,
         )
+    return _run_training(agent, args.quiet, args.tensorboard)
+
+
+def _run_training(agent: TRPO, quiet: bool, tensorboard: bool = False) -> int:
+    """``learn`` to the end; 128 + the signal number if SIGINT/SIGTERM stopped it."""
     try:
-        agent.learn(progress="quiet" if args.quiet else "auto", final_evaluation=True)
+        agent.learn(progress=_progress(agent, quiet, tensorboard), final_evaluation=True)
+    except KeyboardInterrupt:
+        run_dir = agent.config.run_dir
+        if (Path(run_dir) / CHECKPOINT_FILE).exists():
+            print(
+                f"trpo train: interrupted; continue from the last checkpoint with: "
+                f"trpo train --resume {run_dir}",
+                file=sys.stderr,
+            )
+            return 130
+        raise
+    except (TrainingError, OSError) as error:
+        raise TrainingError(_with_resume_hint(error, agent.config.run_dir)) from error
     finally:
         agent.close()
+    if agent.stopped_by is not None:
+        return 128 + signal.Signals[agent.stopped_by].value
     return 0
 
 
-def _resolve_train_config(args: argparse.Namespace) -> tuple[TRPOConfig, bool]:
-    """Preset of the env ← config file ← --set ← flags; returns (config, preset applied)."""
+def _with_resume_hint(error: BaseException, run_dir: str) -> str:
+    """The error's first line, and how to continue when the run directory can resume."""
+    lines = str(error).strip().splitlines()
+    message = lines[0] if lines else type(error).__name__
+    if not (Path(run_dir) / CONFIG_FILE).is_file():
+        return message
+    has_checkpoint = any(
+        (Path(run_dir) / name).is_file() for name in (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE)
+    )
+    kept = "its last checkpoint is intact" if has_checkpoint else "it has no checkpoint yet"
+    hint = f"once the cause is fixed, continue with: trpo train --resume {run_dir}"
+    return f"{message}; {kept}: {hint}"
+
+
+def _progress(agent: TRPO, quiet: bool, tensorboard: bool) -> ProgressMode | Progress:
+    """The display of ``learn``; wrapped to also log to RUN_DIR/tensorboard if asked."""
+    mode: ProgressMode = "quiet" if quiet else "auto"
+    if not tensorboard:
+        return mode
+    if not tensorboard_available():
+        raise UsageError(f"--tensorboard: {TENSORBOARD_HINT}")
+    log_dir = Path(agent.config.run_dir) / "tensorboard"
+    return TensorBoardProgress(make_progress(mode, agent.config.total_steps), log_dir)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    """``trpo train --resume RUN_DIR``: continue from config.yaml and the latest checkpoint."""
+    given = {
+        "ENV_ID_OR_CONFIG_FILE": args.target,
+        "--seed": args.seed,
+        "--num-envs": args.num_envs,
+        "--run-dir": args.run_dir,
+        "--set": args.set,
+    }
+    extra = [name for name, value in given.items() if value]
+    if extra:
+        raise UsageError(
+            f"--resume continues a run from its own config.yaml: {', '.join(extra)} cannot "
+            "be given with it (only --total-steps and --quiet)"
+        )
+    run_dir = args.resume
+    with _checkpoint_warnings_as_lines():
+        try:
+            agent = TRPO.resume(run_dir, total_steps=args.total_steps)
+        except CheckpointError as error:
+            raise UsageError(f"--resume {run_dir!r}: {error}") from None
+        config = agent.config
+        if agent.resumed_from is None:
+            print(f"trpo: no checkpoint in {run_dir}: starting afresh from its config.yaml")
+        elif agent.step >= config.total_steps:
+            agent.close()
+            print(
+                f"trpo: the run in {run_dir} is finished ({agent.step} of {config.total_steps} "
+                "steps); nothing to do (--total-steps N trains it longer)"
+            )
+            return 0
+        elif not args.quiet:
+            print(
+                f"trpo: resuming {config.env_id} in {run_dir} from step {agent.step} "
+                f"(iteration {agent.iteration}) to {config.total_steps} steps",
+                flush=True,
+            )
+        return _run_training(agent, args.quiet, args.tensorboard)
+
+
+@contextlib.contextmanager
+def _checkpoint_warnings_as_lines() -> Iterator[None]:
+    """Show each CheckpointWarning as one ``trpo train: warning: ...`` line on stderr."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", CheckpointWarning)
+        show_other = warnings.showwarning
+
+        def show(message, category, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if issubclass(category, CheckpointWarning):
+                print(f"trpo train: warning: {message}", file=sys.stderr, flush=True)
+            else:
+                show_other(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        yield
+
+
+def _resolve_train_config(
+    args: argparse.Namespace,
+) -> tuple[TRPOConfig, Preset | None, list[str]]:
+    """Preset of the env ← config file ← --set ← flags.
+
+    Returns:
+        (config, the preset applied or None, the preset's settings that were overridden)
+    """
     target = Path(args.target)
     from_file = target.suffix.lower() in CONFIG_SUFFIXES or target.is_file()
     file_data = read_config_file(target) if from_file else {"env_id": args.target}
@@ -187,17 +367,41 @@ def _resolve_train_config(args: argparse.Namespace) -> tuple[TRPOConfig, bool]:
     if not isinstance(env_id, str) or not env_id:
         raise UsageError(f"env_id = {env_id!r}: a gymnasium env id is required")
     _check_env_id(env_id)
-    preset = ENV_PRESETS.get(env_id, {})
-    config = TRPOConfig.from_dict(merge_dicts(preset, data))
+    preset = find_preset(env_id)
+    settings = copy.deepcopy(preset.config) if preset is not None else {}
+    config = TRPOConfig.from_dict(merge_dicts(settings, data))
     if config.run_dir is None:
         config = config.with_overrides({"run_dir": _default_run_dir(env_id, config.seed)})
     if (Path(config.run_dir) / METRICS_FILE).exists():
         raise UsageError(f"run_dir = {config.run_dir!r} already holds a run; choose another")
-    return config, bool(preset)
+    overridden = sorted(set(_dotted(settings)) & set(_dotted(data)))
+    return config, preset, overridden
+
+
+def _dotted(data: dict[str, typing.Any], prefix: str = "") -> dict[str, typing.Any]:
+    """``{"value": {"epochs": 20}}`` -> ``{"value.epochs": 20}``."""
+    flat: dict[str, typing.Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            flat.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _describe_preset(preset: Preset, overridden: list[str]) -> str:
+    """Two lines: which preset applies and from where, then its settings."""
+    settings = " ".join(f"{key}={value}" for key, value in _dotted(preset.config).items())
+    changed = f"; overridden here: {', '.join(overridden)}" if overridden else ""
+    return (
+        f"trpo: preset {preset.env_id} (rl/presets/{preset.file}; source: {preset.source})\n"
+        f"      {settings}{changed}"
+    )
 
 
 def _check_env_id(env_id: str) -> None:
     try:
+        ensure_registered(env_id)
         gym.spec(env_id)
     except gym.error.Error as error:
         message = str(error).strip().splitlines()[0]
@@ -228,14 +432,25 @@ def _make_agent(config: TRPOConfig) -> TRPO:
 # --------------------------------------------------------------------------------- eval
 def _eval(args: argparse.Namespace) -> int:
     model_path = Path(args.run_dir) / MODEL_FILE
+    if not model_path.is_file() and (Path(args.run_dir) / CHECKPOINT_FILE).is_file():
+        model_path = Path(args.run_dir) / CHECKPOINT_FILE
+        print(
+            f"trpo eval: no {MODEL_FILE} in {args.run_dir} (training did not finish): "
+            f"evaluating its {CHECKPOINT_FILE}",
+            file=sys.stderr,
+        )
     if not model_path.is_file():
         raise UsageError(f"RUN_DIR = {args.run_dir!r}: no {MODEL_FILE} in it (has training ended?)")
     try:
         agent = TRPO.load(model_path)
-    except (OSError, RuntimeError, ValueError) as error:
+    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as error:
         raise UsageError(f"cannot load {str(model_path)!r}: {str(error).splitlines()[0]}") from None
+    episodes = args.episodes or (1 if args.video else 10)
     try:
-        stats = agent.evaluate(episodes=args.episodes)
+        if args.video:
+            stats = _record_video(agent, args.video, episodes)
+        else:
+            stats = agent.evaluate(episodes=episodes)
     finally:
         agent.close()
     if args.json:
@@ -243,8 +458,78 @@ def _eval(args: argparse.Namespace) -> int:
     else:
         print(
             f"mean return {stats['mean_return']:.2f} ± {stats['std_return']:.2f} over "
-            f"{args.episodes} episodes (mean length {stats['mean_length']:.1f})"
+            f"{episodes} episodes (mean length {stats['mean_length']:.1f})"
         )
+        for video in stats.get("videos", []):
+            print(f"video: {video}")
+    return 0
+
+
+def _record_video(agent: TRPO, video_dir: str, episodes: int) -> dict[str, typing.Any]:
+    from rl.video import record_video  # imports moviepy lazily, through RecordVideo
+
+    try:
+        return record_video(agent, video_dir, episodes=episodes)
+    except ImportError as error:
+        raise UsageError(f"--video: {error}") from None
+    except (gym.error.Error, ValueError, RuntimeError, OSError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise UsageError(f"--video {video_dir!r}: cannot record: {message}") from None
+
+
+# --------------------------------------------------------------------------------- presets
+def _presets(args: argparse.Namespace) -> int:
+    if args.env_id is not None:
+        return _show_preset(args.env_id)
+    presets = all_presets()
+    header = f"{'env id':26s} {'steps':>10s} {'envs x steps/env':>17s} {'max_kl':>7s} "
+    header += f"{'gamma':>6s} {'lam':>5s} {'normalize':>9s}  file"
+    print(header)
+    for preset in presets:
+        config = TRPOConfig.from_preset(preset.env_id)
+        normalize = "obs+rew" if config.normalize_observations else "-"
+        if config.normalize_rewards and not config.normalize_observations:
+            normalize = "rew"
+        mark = "*" if preset.note else " "
+        print(
+            f"{preset.env_id + mark:26s} {config.total_steps:>10,d} "
+            f"{f'{config.num_envs} x {config.steps_per_env}':>17s} {config.max_kl:>7g} "
+            f"{config.gamma:>6g} {config.lam:>5g} {normalize:>9s}  {preset.file}"
+        )
+    print("\n* has a note: deviations from its source (trpo presets ENV_ID shows it)")
+    print("sources:")
+    for file, source in dict((preset.file, preset.source) for preset in presets).items():
+        print(f"  {file}: {source}")
+    return 0
+
+
+def _show_preset(env_id: str) -> int:
+    preset = find_preset(env_id)
+    if preset is None:
+        names = ", ".join(p.env_id for p in all_presets())
+        raise UsageError(f"ENV_ID = {env_id!r}: no preset (presets: {names})")
+    config = TRPOConfig.from_preset(env_id)
+    print(f"# preset {preset.env_id} from rl/presets/{preset.file}")
+    print(f"# source: {preset.source}")
+    if preset.note:
+        print(f"# note: {preset.note}")
+    print(config.to_yaml(), end="")
+    return 0
+
+
+# --------------------------------------------------------------------------------- plot
+def _plot(args: argparse.Namespace) -> int:
+    if args.out is not None:
+        out = Path(args.out)
+    elif len(args.run_dirs) == 1 and (Path(args.run_dirs[0]) / METRICS_FILE).is_file():
+        out = Path(args.run_dirs[0]) / "returns.png"
+    else:
+        out = Path("returns.png")
+    try:
+        written = plot_runs(args.run_dirs, out, source="eval" if args.eval else "train")
+    except (FileNotFoundError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    print(f"wrote {written}")
     return 0
 
 

@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from collections.abc import Iterable, Mapping
@@ -20,8 +21,11 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rl.atari import AtariConfig
+from rl.presets import find_preset
+
 __all__ = [
-    "ENV_PRESETS",
+    "AtariConfig",
     "ConfigError",
     "PolicyConfig",
     "TRPOConfig",
@@ -103,6 +107,9 @@ class TRPOConfig(_Frozen):
     )
     policy: PolicyConfig = Field(default_factory=PolicyConfig, description="Policy network.")
     value: ValueConfig = Field(default_factory=ValueConfig, description="Value network and fit.")
+    atari: AtariConfig = Field(
+        default_factory=AtariConfig, description="ALE (Atari) preprocessing; ignored for others."
+    )
     max_kl: float = Field(0.01, gt=0.0, le=10.0, description="Trust-region radius: mean KL.")
     damping: float = Field(0.1, ge=0.0, le=1e3, description="Damping added to the Fisher matrix.")
     cg_iters: int = Field(10, ge=1, le=1000, description="Conjugate-gradient iterations.")
@@ -134,6 +141,17 @@ class TRPOConfig(_Frozen):
     eval_episodes: int = Field(10, ge=1, le=10_000, description="Episodes per evaluation.")
     episode_window: int = Field(
         100, ge=1, le=100_000, description="Recent training episodes averaged in metrics."
+    )
+    value_fit_in_background: bool = Field(
+        True,
+        description="Fit the value function in a background thread while the policy step "
+        "runs: the two are independent, so the result is the same, in less wall time.",
+    )
+    checkpoint_every: int = Field(
+        10,
+        ge=0,
+        description="Iterations between checkpoints in run_dir; 0 = only at the end or on a "
+        "signal.",
     )
     device: str = Field("cpu", description="torch device: 'cpu', 'cuda', 'cuda:N' or 'mps'.")
     torch_threads: int = Field(
@@ -187,9 +205,16 @@ class TRPOConfig(_Frozen):
 
     @classmethod
     def from_preset(cls, env_id: str, **overrides: Any) -> TRPOConfig:
-        """The tuned settings of ``ENV_PRESETS`` for ``env_id`` (plain defaults if none),
-        updated by ``overrides`` (nested dicts for nested fields)."""
-        data = merge_dicts({"env_id": env_id}, ENV_PRESETS.get(env_id, {}))
+        """The tuned settings for ``env_id`` from the preset files in ``rl/presets/`` (plain
+        defaults if there is none), updated by ``overrides`` (nested dicts for nested fields).
+
+        Example:
+            >>> TRPOConfig.from_preset("HalfCheetah-v5", seed=1).max_kl
+            0.04
+        """
+        preset = find_preset(env_id)
+        settings = copy.deepcopy(preset.config) if preset is not None else {}
+        data = merge_dicts({"env_id": env_id}, settings)
         return cls.from_dict(merge_dicts(data, overrides))
 
     def with_overrides(self, overrides: Iterable[str] | Mapping[str, Any]) -> TRPOConfig:
@@ -200,56 +225,6 @@ class TRPOConfig(_Frozen):
     def to_yaml(self) -> str:
         """The full resolved config as YAML, loadable again by ``from_file``."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
-
-
-# Tuned settings per environment, mapped from RL Baselines3 Zoo's TRPO hyperparameters
-# (DLR-RM/rl-baselines3-zoo, hyperparams/trpo.yml): n_envs -> num_envs,
-# n_steps * n_envs -> steps_per_iteration, n_critic_updates -> value.epochs,
-# batch_size -> value.minibatch_size, learning_rate -> value.learning_rate,
-# cg_max_steps -> cg_iters, cg_damping -> damping, target_kl -> max_kl,
-# normalize -> normalize_observations + normalize_rewards. Where the zoo leaves a value to
-# sb3-contrib's TRPO defaults we write those (cg_max_steps 15, batch_size 128, lr 1e-3).
-# A later issue moves this table into data files under rl/presets/.
-_MUJOCO = {
-    "normalize_observations": True,
-    "normalize_rewards": True,
-    "num_envs": 2,
-    "steps_per_iteration": 2048,
-    "total_steps": 1_000_000,
-    "gamma": 0.99,
-    "lam": 0.95,
-    "cg_iters": 25,
-    "damping": 0.1,
-    "value": {"epochs": 20, "learning_rate": 1e-3, "minibatch_size": 128},
-}
-ENV_PRESETS: dict[str, dict[str, Any]] = {
-    "CartPole-v1": {
-        "total_steps": 100_000,
-        "num_envs": 2,
-        "steps_per_iteration": 1024,
-        "gamma": 0.99,
-        "lam": 0.98,
-        "damping": 1e-3,
-        "cg_iters": 15,
-        "value": {"epochs": 20, "learning_rate": 1e-3, "minibatch_size": 512},
-    },
-    # The zoo gives Pendulum gamma 0.9 (and gSDE, which our policy lacks: plain Gaussian here).
-    "Pendulum-v1": {
-        "total_steps": 100_000,
-        "num_envs": 2,
-        "steps_per_iteration": 2048,
-        "gamma": 0.9,
-        "lam": 0.95,
-        "cg_iters": 15,
-        "value": {"epochs": 15, "learning_rate": 1e-3, "minibatch_size": 128},
-    },
-    "HalfCheetah-v5": {**_MUJOCO, "max_kl": 0.04},
-    "Hopper-v5": _MUJOCO,
-    "Walker2d-v5": _MUJOCO,
-    "Ant-v5": _MUJOCO,
-    "Humanoid-v5": {**_MUJOCO, "total_steps": 2_000_000},
-    "Swimmer-v5": {**_MUJOCO, "gamma": 0.9999},
-}
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import signal
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,8 +32,11 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
+from gymnasium.vector.async_vector_env import AsyncState
 from gymnasium.wrappers import FlattenObservation
 from gymnasium.wrappers.vector import NormalizeObservation, NormalizeReward, RecordEpisodeStatistics
+
+from rl.atari import AtariConfig, make_gym_env
 
 __all__ = [
     "EnvFactory",
@@ -72,14 +77,19 @@ def make_env_factory(
     env_id: str | None,
     env_kwargs: dict[str, Any] | None = None,
     env_fn: EnvFactory | None = None,
+    atari: AtariConfig | None = None,
 ) -> EnvFactory:
-    """A picklable-by-cloudpickle callable making one env with flat observations."""
+    """A picklable-by-cloudpickle callable making one env with flat observations.
+
+    ALE (Atari) ids get gymnasium's Atari preprocessing configured by ``atari`` (see
+    ``rl.atari``); ``env_fn`` envs are used as they come.
+    """
     if env_fn is None and env_id is None:
         raise ValueError("env_id is required unless an env factory (env_fn) is given")
 
     def make() -> gym.Env:
         with quiet_mujoco_deprecations():
-            env = env_fn() if env_fn is not None else gym.make(env_id, **(env_kwargs or {}))
+            env = env_fn() if env_fn is not None else make_gym_env(env_id, env_kwargs, atari)
         check_observation_space(env.observation_space)
         return _FlatObservations(env) if _needs_flattening(env.observation_space) else env
 
@@ -157,7 +167,46 @@ class VectorEnvs:
         return self.env.single_action_space
 
     def close(self) -> None:
-        self.env.close()
+        """Close the envs; AsyncVectorEnv workers are terminated, not waited on, when one
+        of them has died (closing would otherwise raise on its broken pipe)."""
+        try:
+            self.env.close()
+        except (EOFError, OSError):
+            _terminate_workers(self.env.unwrapped)
+
+    def worker_failure(self) -> str | None:
+        """For AsyncVectorEnv: which worker raised or died and how, after a failed step;
+        None if every worker is alive (or the envs are synchronous)."""
+        vector_env = self.env.unwrapped
+        if not isinstance(vector_env, AsyncVectorEnv):
+            return None
+        deadline = time.monotonic() + WORKER_EXIT_WAIT
+        while True:
+            for index, process in enumerate(vector_env.processes):
+                if process.exitcode is not None and vector_env.parent_pipes[index] is not None:
+                    return f"env worker {index} died ({_exit_status(process.exitcode)})"
+            for index, pipe in enumerate(vector_env.parent_pipes):
+                if pipe is None:  # gymnasium closes the pipe of a worker that raised
+                    return f"env worker {index} raised"
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.01)
+
+
+WORKER_EXIT_WAIT = 2.0  # seconds for a worker whose pipe broke to be seen as exited
+
+
+def _exit_status(exitcode: int) -> str:
+    if exitcode < 0:
+        return f"killed by {signal.Signals(-exitcode).name}"
+    return f"exit code {exitcode}"
+
+
+def _terminate_workers(vector_env: VectorEnv) -> None:
+    """Close an AsyncVectorEnv whose pending step can never complete."""
+    if isinstance(vector_env, AsyncVectorEnv) and not vector_env.closed:
+        vector_env._state = AsyncState.DEFAULT  # the failed step will not be waited for
+        vector_env.close(terminate=True)
 
 
 def make_vector_envs(

@@ -94,6 +94,10 @@ class DiagGaussian(ActionDistribution):
     ``params = [mean, log_std]`` along the last axis, shape ``(B, 2A)``.
     """
 
+    # Hessian of KL(old ‖ new) in each log-std at old = new, uncoupled from the mean: so the
+    # log_std parameter's Fisher block is 2·I.
+    log_std_curvature = 2.0
+
     def __init__(self, space: spaces.Box, log_std_init: float = 0.0) -> None:
         super().__init__()
         self.action_dim = int(np.prod(space.shape))
@@ -118,6 +122,11 @@ class DiagGaussian(ActionDistribution):
         log_std = outputs[..., self.action_dim :]
         tangent_mean, tangent_log_std = tangent.chunk(2, dim=-1)
         return torch.cat([tangent_mean * torch.exp(-2.0 * log_std), 2.0 * tangent_log_std], -1)
+
+    def mean_precision(self) -> Tensor:
+        """``exp(−2·log_std)`` ``(A,)``, detached: the per-sample Hessian of ``KL(old ‖ new)``
+        in the mean, the same for every sample (the std is state-independent)."""
+        return torch.exp(-2.0 * self.log_std.detach())
 
     def act(
         self, net_out: Tensor, deterministic: bool, generator: torch.Generator | None

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["CONFIG_FILE", "EVALS_FILE", "METRICS_FILE", "MODEL_FILE", "RunFiles", "json_line"]
+from rl.errors import RunDirError
+
+__all__ = [
+    "CONFIG_FILE",
+    "EVALS_FILE",
+    "METRICS_FILE",
+    "MODEL_FILE",
+    "RunFiles",
+    "atomic_write_text",
+    "json_line",
+]
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -31,6 +44,22 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, fsync it and rename it over
+    ``path``: a crash leaves the old file or the new one, never a torn one."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
 class RunFiles:
     """Writes one run's files under ``directory`` (created if missing).
 
@@ -41,14 +70,30 @@ class RunFiles:
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        with self._writing("create"):
+            self.directory.mkdir(parents=True, exist_ok=True)
 
     @property
     def model_path(self) -> Path:
         return self.directory / MODEL_FILE
 
     def write_config(self, config_yaml: str) -> None:
-        (self.directory / CONFIG_FILE).write_text(config_yaml)
+        """Write config.yaml atomically (temporary file, fsync, rename): the first write of
+        ``learn``, so an unwritable run directory is reported before training starts."""
+        with self._writing(f"write {CONFIG_FILE} in"):
+            atomic_write_text(self.directory / CONFIG_FILE, config_yaml)
+
+    @contextlib.contextmanager
+    def _writing(self, action: str) -> Iterator[None]:
+        """Raise the OSErrors of a write as ``rl.errors.RunDirError`` naming the directory."""
+        try:
+            yield
+        except OSError as error:
+            raise RunDirError(
+                f"cannot {action} the run directory {str(self.directory)!r}: "
+                f"{error.strerror or error} (a read-only or full file system?); choose another "
+                "run_dir or free some space"
+            ) from error
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         self._append(METRICS_FILE, row)
@@ -57,5 +102,26 @@ class RunFiles:
         self._append(EVALS_FILE, row)
 
     def _append(self, name: str, row: dict[str, Any]) -> None:
-        with open(self.directory / name, "a") as file:
+        with self._writing(f"append to {name} in"), open(self.directory / name, "a") as file:
             file.write(json_line(row) + "\n")
+
+    def drop_rows_after(self, iteration: int, step: int) -> None:
+        """Keep the metrics rows up to ``iteration`` and the evaluation rows up to ``step``,
+        dropping what a stopped run wrote after its last checkpoint (and unreadable lines)."""
+        self._keep_rows(METRICS_FILE, lambda row: row.get("iteration", 0) <= iteration)
+        self._keep_rows(EVALS_FILE, lambda row: row.get("step", 0) <= step)
+
+    def _keep_rows(self, name: str, keep: Callable[[dict[str, Any]], bool]) -> None:
+        path = self.directory / name
+        if not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and keep(row):
+                kept.append(line + "\n")
+        with self._writing(f"rewrite {name} in"):
+            atomic_write_text(path, "".join(kept))

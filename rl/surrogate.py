@@ -1,7 +1,9 @@
 """The policy update's closure for TrustRegionOptimizer: surrogate loss and KL(old ‖ new).
 
 This is the one place that turns a batch of experience into what the optimizer minimises;
-swap the plain ``(loss, kl)`` closure for a structured (e.g. GGN) one here.
+swap the plain ``(loss, kl)`` closure for a structured (e.g. GGN) one here. For a Gaussian
+MLP policy the structured result also describes the linear output layer
+(:func:`policy_linear_head`), so the optimizer solves that layer exactly ("ggn-head").
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from rl.policies import Policy
-from trust_region import GGNClosureResult, functional_model
+from rl.policies import DiagGaussian, Policy
+from trust_region import GGNClosureResult, LinearHead, functional_model
 
-__all__ = ["PolicyBatch", "make_policy_batch", "make_policy_closure"]
+__all__ = ["PolicyBatch", "make_policy_batch", "make_policy_closure", "policy_linear_head"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,44 @@ class _GGNOutputs(nn.Module):
         return self.policy.ggn_outputs(observations)
 
 
+def policy_linear_head(
+    policy: Policy, observations: Tensor, params: list[Tensor]
+) -> LinearHead | None:
+    """The :class:`trust_region.LinearHead` of a Gaussian policy ending in a linear layer.
+
+    Applies when ``policy.distribution`` is :class:`DiagGaussian` (state-independent
+    log-std: the mean's output-space Fisher ``exp(−2·log_std)`` is the same for every sample,
+    the log-std block is ``2·I``), ``policy.network`` is an ``nn.Sequential`` whose last module
+    is an ``nn.Linear`` (the mean is linear in it), and ``params`` are exactly the network's
+    and the log-std's parameters. Otherwise None, and the closure keeps the plain Gauss-Newton
+    products. It describes the policy at its current parameters (the mean's precision is
+    read now), like the batch's old distribution: build both right before the step.
+    """
+    distribution, network = policy.distribution, policy.network
+    if not (
+        isinstance(distribution, DiagGaussian)
+        and type(network) is nn.Sequential  # a subclass may override forward
+        and len(network) > 0
+        and isinstance(network[-1], nn.Linear)
+    ):
+        return None
+    body, head = network[:-1], network[-1]
+    feature_params = list(body.parameters())
+    roles = [*feature_params, head.weight, *([] if head.bias is None else [head.bias])]
+    roles.append(distribution.log_std)
+    if len(roles) != len(params) or {id(p) for p in roles} != {id(p) for p in params}:
+        return None  # e.g. some parameters frozen or shared: the structure is not the model's
+    body_fn = functional_model(body, feature_params)
+
+    def features_fn(values: tuple[Tensor, ...], index: Tensor | None) -> Tensor:
+        return body_fn(values, observations if index is None else observations[index])
+
+    return LinearHead(
+        features_fn, feature_params, head.weight, head.bias, distribution.mean_precision(),
+        [(distribution.log_std, distribution.log_std_curvature)],
+    )  # fmt: skip
+
+
 def make_policy_closure(
     policy: Policy, batch: PolicyBatch, params: list[Tensor] | None = None
 ) -> Callable[[], tuple[Tensor, Tensor] | GGNClosureResult]:
@@ -66,7 +106,9 @@ def make_policy_closure(
     With ``params`` (the optimizer's parameters, in its order) and a :class:`Policy` whose
     distribution gives its output-space Fisher, the closure returns a
     :class:`trust_region.GGNClosureResult` instead, enabling the Gauss-Newton Fisher products
-    and ``fvp_subsample``.
+    and ``fvp_subsample``; for a Gaussian MLP policy it carries a
+    :class:`trust_region.LinearHead` too (see :func:`policy_linear_head`), and the optimizer
+    eliminates the output layer and the log-std exactly ("ggn-head").
 
     ``loss = −mean(π(a|s) / π_old(a|s) · Â)`` (the negated surrogate advantage) and
     ``kl = mean KL(π_old(·|s) ‖ π(·|s))`` with the old distribution fixed, so that at the
@@ -75,9 +117,10 @@ def make_policy_closure(
     """
     distribution = policy.distribution
     observations = batch.observations
-    outputs_fn = None
+    outputs_fn = linear_head = None
     if params is not None and isinstance(policy, Policy):
         model_fn = functional_model(_GGNOutputs(policy), params)
+        linear_head = policy_linear_head(policy, observations, params)
 
         def outputs_fn(values: tuple[Tensor, ...], index: Tensor | None) -> Tensor:
             return model_fn(values, observations if index is None else observations[index])
@@ -90,7 +133,8 @@ def make_policy_closure(
         if outputs_fn is None:
             return loss, kl
         return GGNClosureResult(
-            loss, kl, outputs_fn, distribution.output_fisher_vp, len(observations)
-        )
+            loss, kl, outputs_fn, distribution.output_fisher_vp, len(observations),
+            linear_head=linear_head,
+        )  # fmt: skip
 
     return closure

@@ -27,7 +27,9 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,20 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
+from rl.checkpoint import (
+    CHECKPOINT_FORMAT,
+    Checkpointer,
+    CheckpointError,
+    CheckpointWarning,
+    RecordingFactory,
+    StopOnSignals,
+    atomic_torch_save,
+    load_plain_file,
+    load_run,
+    restore_agent,
+    restore_training_state,
+)
+from rl.cnn import is_image_space, make_image_policy, make_image_value
 from rl.config import TRPOConfig
 from rl.envs import (
     EnvFactory,
@@ -48,13 +64,21 @@ from rl.envs import (
     restore_reward_statistics,
     reward_statistics,
 )
+from rl.errors import EnvWorkerError, NonFiniteEnvError
 from rl.gae import gae
 from rl.policies import Policy, make_distribution, make_policy
 from rl.progress import Progress, ProgressMode, make_progress
 from rl.rollout import Rollout, RolloutCollector
 from rl.run_files import RunFiles
 from rl.surrogate import make_policy_batch, make_policy_closure
-from rl.value import ValueNetwork, explained_variance, fit_value, make_value
+from rl.value import (
+    BackgroundCall,
+    ForegroundCall,
+    ValueNetwork,
+    explained_variance,
+    fit_value,
+    make_value,
+)
 from trust_region import TrustRegionOptimizer
 
 __all__ = ["TRPO"]
@@ -67,10 +91,11 @@ MAX_EVAL_ENVS = 16
 class _Clock:
     """Wall time since the start of ``learn`` and env steps/s with evaluations kept out."""
 
-    def __init__(self, start_step: int) -> None:
+    def __init__(self, start_step: int, time_offset: float = 0.0) -> None:
         self.start = time.perf_counter()
         self.start_step = start_step
         self.paused_seconds = 0.0
+        self.time_offset = time_offset  # wall time of the run before this ``learn`` (resume)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -86,7 +111,11 @@ class _Clock:
     def rates(self, step: int) -> dict[str, float]:
         elapsed = self.elapsed()
         training_seconds = max(elapsed - self.paused_seconds, 1e-9)
-        return {"fps": (step - self.start_step) / training_seconds, "time": elapsed}
+        return {"fps": (step - self.start_step) / training_seconds, "time": self.time()}
+
+    def time(self) -> float:
+        """Seconds of the run so far, the part before a resume included."""
+        return self.time_offset + self.elapsed()
 
 
 class TRPO:
@@ -98,9 +127,13 @@ class TRPO:
             (use it for custom envs). Must be picklable by cloudpickle for async vectors.
         policy (nn.Module, optional): a ``rl.policies.Policy``, or any module mapping
             ``(B, obs_dim)`` flat observations to the distribution's inputs (the Gaussian
-            mean ``(B, A)`` or the logits). Default: an MLP from ``config.policy``.
+            mean ``(B, A)`` or the logits). Default: an MLP from ``config.policy``; for
+            image observations (uint8 Box of rank 2-3, e.g. Atari) the Nature CNN of
+            ``rl.cnn`` with ``config.policy``'s MLP head.
         value (nn.Module, optional): ``(B, obs_dim) -> (B,)`` or ``(B, 1)``. Default: an MLP
-            from ``config.value``.
+            from ``config.value`` (a separate Nature CNN for image observations). Networks
+            with ``observation_dtype = torch.uint8`` (rl.cnn's) get image observations as
+            stored, uint8 (see ``rl.rollout``); all others get float32.
 
     Side effects: seeds torch's global generator (network initialisation) and, on CPU with
     ``config.torch_threads > 0``, calls ``torch.set_num_threads``.
@@ -122,7 +155,7 @@ class TRPO:
         self.device = torch.device(config.device)
         if self.device.type == "cpu" and config.torch_threads > 0:
             torch.set_num_threads(config.torch_threads)
-        self._env_factory = make_env_factory(config.env_id, config.env_kwargs, env_fn)
+        self._env_factory = make_env_factory(config.env_id, config.env_kwargs, env_fn, config.atari)
         probe = self._env_factory()
         self.observation_space: spaces.Box = probe.observation_space
         self.raw_observation_space: spaces.Space = raw_observation_space(probe)
@@ -158,11 +191,21 @@ class TRPO:
         self.obs_normalizer: FrozenObservationNormalizer | None = None
         self.reward_statistics: dict[str, float] | None = None
         self.last_evaluation: dict[str, Any] | None = None
+        self.resumed_from: Path | None = None  # the checkpoint ``resume`` loaded
+        self.stopped_by: str | None = None  # "SIGINT"/"SIGTERM" if the last learn was stopped
+        self._resume_state: dict[str, Any] | None = None  # env/RNG state for the next learn
         self._train_envs: VectorEnvs | None = None
         self._eval_envs: VectorEnvs | None = None
 
     # ----------------------------------------------------------------------------- building
     def _build_policy(self, policy: nn.Module | None) -> Policy:
+        if policy is None and is_image_space(self.raw_observation_space):
+            return make_image_policy(
+                self.raw_observation_space,
+                self.action_space,
+                self.config.policy,
+                self.config.normalize_observations,
+            )
         if policy is None:
             return make_policy(self.observation_dim, self.action_space, self.config.policy)
         if isinstance(policy, Policy):
@@ -170,14 +213,19 @@ class TRPO:
         return Policy(policy, make_distribution(self.action_space, self.config.policy.log_std_init))
 
     def _build_value(self, value: nn.Module | None) -> nn.Module:
+        if value is None and is_image_space(self.raw_observation_space):
+            return make_image_value(self.raw_observation_space, self.config.value)
         if value is None:
             return make_value(self.observation_dim, self.config.value)
         return value if isinstance(value, ValueNetwork) else ValueNetwork(value)
 
     def _make_envs(self, num_envs: int, training: bool) -> VectorEnvs:
         config = self.config
+        factory = self._env_factory
+        if training:  # training envs record their episodes for exact resume (rl.checkpoint)
+            factory = RecordingFactory(factory, ignore_signals=config.vector_mode == "async")
         return make_vector_envs(
-            self._env_factory,
+            factory,
             num_envs,
             config.vector_mode if training else "sync",
             normalize_observations=training and config.normalize_observations,
@@ -197,7 +245,10 @@ class TRPO:
         """Train until ``total_steps`` env steps in all (default: ``config.total_steps``).
 
         Steps count vector slots, ``num_envs`` per vector step, reset slots included. With
-        ``config.run_dir`` set, writes config.yaml, metrics.jsonl, evals.jsonl and model.pt.
+        ``config.run_dir`` set, writes config.yaml, metrics.jsonl, evals.jsonl and model.pt,
+        and checkpoint.pt every ``config.checkpoint_every`` iterations and at the end; the
+        first SIGINT or SIGTERM then stops training after the current iteration with a
+        checkpoint (``stopped_by`` names the signal), a second one at once.
 
         Args:
             total_steps (int, optional): step count to reach (default: ``config.total_steps``).
@@ -223,8 +274,15 @@ class TRPO:
         self._restore_normalization(envs)
         collector = RolloutCollector(envs, self.policy, config.steps_per_env, self.action_generator)
         collector.reset(seed=config.seed)
-        clock = _Clock(self.step)
+        clock = _Clock(self.step, self._resume_training_envs(envs, collector))
         episodes_seen = int(envs.episode_stats.episode_count)
+        checkpoints = (
+            Checkpointer(self, files.directory, envs, collector, config.checkpoint_every)
+            if files is not None
+            else None
+        )
+        self.stopped_by = None
+        signals = StopOnSignals(active=files is not None).install()
         try:
             while self.step < total_steps:
                 row = self._iterate(collector)
@@ -240,24 +298,58 @@ class TRPO:
                     if files is not None:
                         files.append_eval(evaluation)
                     display.evaluation(evaluation)
+                self.stopped_by = signals.signal_name
+                if checkpoints is not None and (checkpoints.due() or self.stopped_by):
+                    checkpoints.save(clock.time())
                 if callback is not None and callback(self, row) is False:
                     break
+                self.stopped_by = signals.signal_name  # a signal may come during the callback
+                if self.stopped_by:
+                    break
+            if checkpoints is not None:
+                checkpoints.save(clock.time())
         except BaseException:
             display.abort()
             raise
         finally:
+            signals.uninstall()
             self._freeze_normalization(envs)
             envs.close()
             self._train_envs = None
         if files is not None:
             self.save(files.model_path)
         display.finish(self._summary(clock.elapsed()))
+        if self.stopped_by and files is not None:
+            print(
+                f"trpo: stopped by {self.stopped_by} at step {self.step} (iteration "
+                f"{self.iteration}); checkpoint saved in {files.directory}; continue with: "
+                f"trpo train --resume {files.directory}",
+                file=sys.stderr,
+                flush=True,
+            )
         return self
+
+    def _resume_training_envs(self, envs: VectorEnvs, collector: RolloutCollector) -> float:
+        """After ``resume``: bring the fresh training envs and the RNGs to the checkpoint's
+        state (once). Returns the run's wall time before this ``learn``."""
+        if self._resume_state is None:
+            return 0.0
+        checkpoint, self._resume_state = self._resume_state, None
+        diverged = restore_training_state(self, envs, collector, checkpoint)
+        if diverged:
+            warnings.warn(
+                f"envs {diverged} did not return to their checkpointed state on replay (not "
+                "deterministic given their seed and actions): training continues from the "
+                "checkpoint, but not bit for bit",
+                CheckpointWarning,
+                stacklevel=3,
+            )
+        return float(checkpoint["progress"]["time"])
 
     def _iterate(self, collector: RolloutCollector) -> dict[str, Any]:
         """Collect one rollout and update the policy and the value function."""
         iteration_start = time.perf_counter()
-        rollout = collector.collect()
+        rollout = self._collect(collector)
         rollout_seconds = time.perf_counter() - iteration_start
         metrics = self._update(rollout)
         self.step += self.config.steps_per_iteration
@@ -269,6 +361,28 @@ class TRPO:
             "rollout_time": rollout_seconds,
             "update_time": time.perf_counter() - iteration_start - rollout_seconds,
         }
+
+    def _collect(self, collector: RolloutCollector) -> Rollout:
+        """``collector.collect()``; an env fault is raised as ``rl.errors.NonFiniteEnvError``
+        or ``EnvWorkerError`` naming the env, the step and the iteration (nothing is learned
+        from the rollout and no checkpoint is written)."""
+        try:
+            return collector.collect()
+        except NonFiniteEnvError as error:
+            located = error.located(
+                self.config.env_id, self.step, self.iteration + 1, self.config.num_envs
+            )
+            raise located from None
+        except Exception as error:
+            failure = collector.envs.worker_failure()
+            if failure is None:
+                raise
+            cause = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            raise EnvWorkerError(
+                f"env {self.config.env_id!r}: {failure} ({cause}) in iteration "
+                f"{self.iteration + 1}, after step {self.step}; nothing of that iteration "
+                "was learned or saved"
+            ) from error
 
     def _update(self, rollout: Rollout) -> dict[str, Any]:
         """GAE, one trust-region policy step and the value fit, on the valid slots only."""
@@ -296,10 +410,8 @@ class TRPO:
             batch_advantages = (batch_advantages - batch_advantages.mean()) / (
                 batch_advantages.std() + 1e-8
             )
-        batch = make_policy_batch(self.policy, batch_observations, batch_actions, batch_advantages)
-        ggn_params = None if config.fvp == "hessian" else self._policy_parameters
-        result = self.policy_optimizer.step(make_policy_closure(self.policy, batch, ggn_params))
-        value_loss = fit_value(
+        value_fit = (BackgroundCall if config.value_fit_in_background else ForegroundCall)(
+            fit_value,
             self.value,
             self.value_optimizer,
             batch_observations,
@@ -308,6 +420,12 @@ class TRPO:
             config.value.minibatch_size,
             self.shuffle_generator,
         )
+        batch = make_policy_batch(self.policy, batch_observations, batch_actions, batch_advantages)
+        ggn_params = None if config.fvp == "hessian" else self._policy_parameters
+        try:
+            result = self.policy_optimizer.step(make_policy_closure(self.policy, batch, ggn_params))
+        finally:
+            value_loss = value_fit.result()
         entropy = self.policy.distribution.entropy(batch.old_params).mean()
         return {
             "samples": int(valid.numel()),
@@ -346,7 +464,7 @@ class TRPO:
     def _evaluate_during_training(self, clock: _Clock) -> dict[str, Any]:
         with clock.paused():
             stats = self.evaluate(self.config.eval_episodes)
-        self.last_evaluation = {"step": self.step, **stats, "time": clock.elapsed()}
+        self.last_evaluation = {"step": self.step, **stats, "time": clock.time()}
         return self.last_evaluation
 
     def _freeze_normalization(self, envs: VectorEnvs) -> None:
@@ -483,8 +601,9 @@ class TRPO:
         }
 
     def save(self, path: str | Path) -> None:
-        """Save the trained agent (networks, frozen normalization statistics, config)."""
-        torch.save(self.state_dict(), path)
+        """Save the trained agent (networks, frozen normalization statistics, config),
+        atomically (temporary file, fsync, rename)."""
+        atomic_torch_save(self.state_dict(), path)
 
     @classmethod
     def load(
@@ -498,22 +617,82 @@ class TRPO:
         """Load an agent saved by ``save``; pass ``env_fn``/modules if it was built with them.
 
         Loaded with ``torch.load(..., weights_only=True)``: a model file never runs code.
+        A checkpoint (``checkpoint.pt``) loads too, as the model it holds.
+
+        Raises:
+            rl.checkpoint.CheckpointError: (a ValueError) the file is unreadable, truncated,
+                holds anything but plain data (a file built to run code is refused), is no
+                rl model, or its networks or statistics do not fit the env and networks.
+            rl.config.ConfigError: the config stored in the file is invalid.
         """
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_plain_file(path)
+        if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
+            state = state["model"]
         if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
-            raise ValueError(f"{path} is not an rl TRPO model file ({MODEL_FORMAT})")
+            raise CheckpointError(f"{str(path)!r} is not an rl TRPO model file ({MODEL_FORMAT})")
         config = TRPOConfig.from_dict(state["config"])
         if device is not None:
             config = config.with_overrides({"device": device})
         agent = cls(config, env_fn=env_fn, policy=policy, value=value)
-        agent.policy.load_state_dict(state["policy"])
-        agent.value.load_state_dict(state["value"])
-        agent.step, agent.iteration = int(state["step"]), int(state["iteration"])
+        agent._load_model_state(state, path)
+        return agent
+
+    def _load_model_state(self, state: dict[str, Any], path: str | Path) -> None:
+        """Networks, counters and frozen statistics of a ``state_dict()``, checked to fit."""
+        try:
+            self.policy.load_state_dict(state["policy"])
+            self.value.load_state_dict(state["value"])
+        except RuntimeError as error:
+            first_line = str(error).strip().splitlines()[0]
+            raise CheckpointError(
+                f"the networks in {str(path)!r} do not fit env {self.config.env_id!r} and the "
+                f"networks built for it: {first_line}"
+            ) from None
+        self.step, self.iteration = int(state["step"]), int(state["iteration"])
         if state["obs_normalizer"] is not None:
-            agent.obs_normalizer = FrozenObservationNormalizer.from_state_dict(
-                state["obs_normalizer"]
-            )
-        agent.reward_statistics = state["reward_statistics"]
+            normalizer = FrozenObservationNormalizer.from_state_dict(state["obs_normalizer"])
+            if normalizer.mean.shape != (self.observation_dim,):
+                raise CheckpointError(
+                    f"the observation statistics in {str(path)!r} have shape "
+                    f"{tuple(normalizer.mean.shape)}, env {self.config.env_id!r} has "
+                    f"{self.observation_dim}-dimensional observations"
+                )
+            self.obs_normalizer = normalizer
+        self.reward_statistics = state["reward_statistics"]
+
+    @classmethod
+    def resume(
+        cls,
+        run_dir: str | Path,
+        total_steps: int | None = None,
+        env_fn: EnvFactory | None = None,
+        policy: nn.Module | None = None,
+        value: nn.Module | None = None,
+    ) -> TRPO:
+        """Continue a run from ``run_dir/config.yaml`` and its latest checkpoint.
+
+        The next ``learn()`` continues exactly where the checkpoint was written (see
+        ``rl.checkpoint``). Rows of metrics.jsonl and evals.jsonl written after the
+        checkpoint are dropped now, so that each iteration appears once. Without a
+        checkpoint the agent starts afresh from config.yaml (``resumed_from`` is None) and
+        all rows are dropped. Raises ``rl.checkpoint.CheckpointError`` if no checkpoint can
+        be read or the checkpoint is for another env or network architecture.
+
+        Args:
+            run_dir (str or Path): a run directory written by ``learn``.
+            total_steps (int, optional): a new ``config.total_steps`` (to train longer).
+            env_fn, policy, value: as for ``TRPO``, if the run was built with them.
+
+        Example:
+            >>> agent = TRPO.resume("runs/Pendulum-v1-seed0", total_steps=200_000)  # doctest: +SKIP
+            >>> agent.learn()  # doctest: +SKIP
+        """
+        config, checkpoint, path = load_run(run_dir, total_steps)
+        agent = cls(config, env_fn=env_fn, policy=policy, value=value)
+        if checkpoint is not None:
+            restore_agent(agent, checkpoint)
+            agent.resumed_from, agent._resume_state = path, checkpoint
+        RunFiles(run_dir).drop_rows_after(agent.iteration, agent.step)
         return agent
 
     def close_eval_envs(self) -> None:

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import copy
+import threading
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from rl.config import ValueConfig
 from rl.networks import mlp
 
-__all__ = ["ValueNetwork", "explained_variance", "fit_value", "make_value"]
+__all__ = [
+    "BackgroundCall",
+    "ForegroundCall",
+    "ValueNetwork",
+    "explained_variance",
+    "fit_value",
+    "make_value",
+]
 
 
 class ValueNetwork(nn.Module):
@@ -50,9 +62,14 @@ def fit_value(
         minibatch_size (int): samples per optimizer step.
         generator (torch.Generator, optional): shuffling randomness.
 
+    A fit that leaves a parameter NaN or infinite (finite but huge observations or returns
+    can overflow float32) is undone: the parameters and the optimizer's state are restored.
+
     Returns:
-        float: the mean minibatch loss of the last epoch.
+        float: the mean minibatch loss of the last epoch; NaN if the fit was undone.
     """
+    saved_parameters = [p.detach().clone() for p in value.parameters()]
+    saved_optimizer = copy.deepcopy(optimizer.state_dict())
     num_samples = returns.shape[0]
     losses = []
     for _ in range(epochs):
@@ -65,6 +82,12 @@ def fit_value(
             loss.backward()
             optimizer.step()
             losses.append(loss.detach())
+    if not all(bool(torch.isfinite(p).all()) for p in value.parameters()):
+        with torch.no_grad():
+            for parameter, saved in zip(value.parameters(), saved_parameters, strict=True):
+                parameter.copy_(saved)
+        optimizer.load_state_dict(saved_optimizer)
+        return float("nan")
     return float(torch.stack(losses).mean()) if losses else float("nan")
 
 
@@ -74,3 +97,40 @@ def explained_variance(predictions: Tensor, targets: Tensor) -> float:
     if target_variance == 0:
         return float("nan")
     return float(1.0 - (targets - predictions).var() / target_variance)
+
+
+class BackgroundCall:
+    """Runs ``fn(*args)`` in a thread at once; ``result()`` waits and returns (or raises).
+
+    The TRPO update fits the value function this way while the policy step runs: they share
+    no state (the fit has its own shuffle generator), so the outcome is bit for bit the one of
+    running them one after the other; torch releases the GIL inside its kernels.
+    """
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        try:
+            self._result = fn(*args)
+        except BaseException as error:  # re-raised in the caller's thread by result()
+            self._error = error
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+class ForegroundCall:
+    """``BackgroundCall``'s synchronous stand-in: runs ``fn(*args)`` in the caller's thread."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._result = fn(*args)
+
+    def result(self) -> Any:
+        return self._result

@@ -15,11 +15,13 @@ from .curvature import (
     ggn_vector_product,
     hessian_vector_product,
 )
+from .head import LinearHead, linear_head_fisher_product, linear_head_solve
 from .optimizer import StepResult, TrustRegionOptimizer
 
 __all__ = [
     "CGResult",
     "GGNClosureResult",
+    "LinearHead",
     "StepResult",
     "TrustRegionOptimizer",
     "bernoulli_fisher_vp",
@@ -30,6 +32,8 @@ __all__ = [
     "functional_model",
     "ggn_vector_product",
     "hessian_vector_product",
+    "linear_head_fisher_product",
+    "linear_head_solve",
 ]
 
 __version__ = "0.1.0"

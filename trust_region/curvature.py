@@ -18,11 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_leaves, tree_map, tree_structure, tree_unflatten
+
+if TYPE_CHECKING:
+    from .head import LinearHead
 
 __all__ = [
     "GGNClosureResult",
@@ -56,6 +59,11 @@ class GGNClosureResult:
             sample's KL with respect to its outputs at ``outputs``, applied sample by sample
             (no averaging over samples): e.g. :func:`categorical_fisher_vp`.
         num_samples (int): number of samples in the batch (the KL is their mean).
+        linear_head (LinearHead, optional): when the outputs are linear in the model's last
+            layer with a constant diagonal output Hessian (e.g. a Gaussian policy with a
+            state-independent std), that structure: the optimizer then solves the last layer
+            exactly and runs CG on the other parameters only (``fvp="ggn-head"``); see
+            :class:`LinearHead` for the conditions (default: None).
 
     Example:
         >>> model_fn = functional_model(net, params)
@@ -72,6 +80,16 @@ class GGNClosureResult:
     outputs_fn: Callable[[tuple[Tensor, ...], Tensor | None], Outputs]
     output_fisher_vp: Callable[[Outputs, Outputs], Outputs]
     num_samples: int
+    linear_head: LinearHead | None = None
+
+    def __post_init__(self) -> None:
+        from .head import LinearHead  # head.py imports this module
+
+        if self.linear_head is not None and not isinstance(self.linear_head, LinearHead):
+            raise ValueError(
+                "GGNClosureResult.linear_head must be a trust_region.LinearHead or None; got "
+                f"{type(self.linear_head).__name__}"
+            )
 
 
 def flatten(tensors: Sequence[Tensor]) -> Tensor:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .cg import conjugate_gradient_solve
+from .cg import CGResult, conjugate_gradient_solve
 from .curvature import (
     GGNClosureResult,
     flat_grad,
@@ -19,6 +19,7 @@ from .curvature import (
     hessian_vector_product,
 )
 from .distributed import WeightedReducer, broadcast_parameters, check_parameters_in_sync
+from .head import check_linear_head, linear_head_solve
 
 __all__ = ["StepResult", "TrustRegionOptimizer"]
 
@@ -53,10 +54,12 @@ class StepResult:
         expected_improvement (float): linear prediction ``−gᵀs`` of the full step's decrease.
         step_fraction (float): fraction of the full step taken (1.0 = full, 0.0 = rejected).
         backtracks (int): shrinks before acceptance (all candidates tried when rejected).
-        cg_iterations (int): Fisher-vector products spent in conjugate gradient.
+        cg_iterations (int): Fisher-vector products spent in conjugate gradient (in "ggn-head"
+            mode: Schur-complement products over the non-head parameters).
         cg_residual (float): squared residual norm at the end of conjugate gradient.
         reason (str | None): why the step was rejected, None when accepted.
-        fvp (str): the Fisher-vector product mode used ("hessian" or "ggn").
+        fvp (str): the Fisher-vector product mode used: "hessian", "ggn", or "ggn-head"
+            (Gauss-Newton with the linear output layer eliminated, see :class:`LinearHead`).
         grad_norm (float): norm of the loss gradient.
     """
 
@@ -93,6 +96,14 @@ class TrustRegionOptimizer(Optimizer):
     called once to linearise and once per line-search candidate. It returns ``(loss, kl)``
     or, to enable the faster Gauss-Newton products, a :class:`GGNClosureResult`.
 
+    When that result carries a :class:`LinearHead` (outputs linear in the last layer, with a
+    constant diagonal output-space KL Hessian, e.g. a Gaussian policy with a
+    state-independent std), "auto" and "ggn" solve the last layer (and the constant-curvature
+    parameters such as the log-std) exactly and run CG on the Schur complement over the other
+    parameters: ``cg_iters`` then counts those products, each as costly as a Gauss-Newton
+    product, and far fewer reach the same accuracy. ``fvp_subsample`` applies to it too (the
+    whole structure is taken on the subsample); a ``preconditioner`` does not (ValueError).
+
     Args:
         params (iterable): tensors or param-group dicts, as for any ``torch.optim`` optimizer.
         max_kl (float, optional): trust-region radius, > 0 (default: 0.01).
@@ -104,8 +115,9 @@ class TrustRegionOptimizer(Optimizer):
         accept_ratio (float, optional): minimum actual/predicted improvement, ≥ 0
             (default: 0.1).
         fvp (str, optional): "hessian" (double backward of the KL, any closure), "ggn"
-            (Gauss-Newton form, needs a :class:`GGNClosureResult`) or "auto" (ggn when the
-            closure provides it) (default: "auto").
+            (Gauss-Newton form, needs a :class:`GGNClosureResult`; with its ``linear_head``,
+            the head-eliminated solve) or "auto" (ggn when the closure provides it)
+            (default: "auto").
         fvp_subsample (float, optional): fraction of the batch used for Fisher products, in
             (0, 1]; below 1 it needs a :class:`GGNClosureResult` (default: 1.0).
         preconditioner (callable, optional): ``r -> M⁻¹ r`` for an SPD approximation ``M``
@@ -252,32 +264,27 @@ class TrustRegionOptimizer(Optimizer):
             local_grad = flat_grad(loss, params, retain_graph=True)
             if global_state["step"] == 1:
                 _check_kl_at_start(kl, params, local_grad)
+                if mode == "ggn-head":
+                    assert ggn is not None and ggn.linear_head is not None
+                    check_linear_head(ggn.linear_head, kl, params, ggn.num_samples)
         loss_grad = reducer.mean(local_grad)
         grad_norm = float(loss_grad.norm())
         if not math.isfinite(grad_norm):
             return reject("non-finite gradient", grad_norm=grad_norm)
         if grad_norm == 0.0:
             return reject("zero gradient", grad_norm=grad_norm)
-
-        damping = self._damping_vector(loss_grad)
-        fisher_product = self._curvature(mode, settings, kl, ggn, params)
-
-        def damped_product(vector: Tensor) -> Tensor:
-            return reducer.mean(fisher_product(vector)) + damping * vector
+        if float(loss_grad @ loss_grad) <= settings["cg_tol"]:
+            residual = float(loss_grad @ loss_grad)
+            return reject("gradient below cg_tol", cg_residual=residual, grad_norm=grad_norm)
 
         with torch.enable_grad():
-            solve = conjugate_gradient_solve(
-                damped_product, -loss_grad, settings["cg_iters"], settings["cg_tol"],
-                self.preconditioner,
-            )  # fmt: skip
+            solve = self._solve(mode, settings, kl, ggn, params, -loss_grad, reducer)
         direction = solve.solution
         # For CG started at 0, A x = b − r exactly up to rounding: no extra product needed.
         curvature = float(direction @ (-loss_grad - solve.residual_vector))
         cg_info = dict(
             cg_iterations=solve.iterations, cg_residual=solve.residual, grad_norm=grad_norm
         )
-        if solve.iterations == 0:
-            return reject("gradient below cg_tol", **cg_info)
         if not (math.isfinite(curvature) and curvature > 0.0):
             return reject("non-finite step", **cg_info)
         full_step = direction * math.sqrt(2.0 * settings["max_kl"] / curvature)
@@ -289,6 +296,40 @@ class TrustRegionOptimizer(Optimizer):
             closure, params, full_step, loss_before, expected_improvement, settings, mode,
             cg_info, reducer,
         )  # fmt: skip
+
+    def _solve(
+        self,
+        mode: str,
+        settings: dict[str, Any],
+        kl: Tensor,
+        ggn: GGNClosureResult | None,
+        params: list[Tensor],
+        rhs: Tensor,
+        reducer: WeightedReducer,
+    ) -> CGResult:
+        """``(F + D) s = rhs`` by conjugate gradient, on all of ``F`` or its Schur complement."""
+        damping = self._damping_vector(rhs)
+        if mode == "ggn-head":
+            assert ggn is not None and ggn.linear_head is not None
+            if self.preconditioner is not None:
+                raise ValueError(
+                    "a preconditioner acts on all parameters, but with a closure that returns "
+                    "a linear_head the optimizer runs CG on the non-head parameters only: "
+                    "drop the preconditioner, or the linear_head (or use fvp='hessian')"
+                )
+            index = _subsample_index(ggn.num_samples, settings["fvp_subsample"], rhs.device)
+            return linear_head_solve(
+                ggn.linear_head, params, rhs, damping, settings["cg_iters"],
+                settings["cg_tol"], index, reducer.mean, ggn.num_samples,
+            )  # fmt: skip
+        fisher_product = self._curvature(mode, settings, kl, ggn, params)
+
+        def damped_product(vector: Tensor) -> Tensor:
+            return reducer.mean(fisher_product(vector)) + damping * vector
+
+        return conjugate_gradient_solve(
+            damped_product, rhs, settings["cg_iters"], settings["cg_tol"], self.preconditioner
+        )
 
     def _curvature(
         self,
@@ -415,6 +456,8 @@ def _resolve_fvp(requested: str, ggn: GGNClosureResult | None, subsample: float)
             "fvp='hessian' or 'auto'"
         )
     mode = "ggn" if requested == "ggn" or (requested == "auto" and ggn is not None) else "hessian"
+    if mode == "ggn" and ggn is not None and ggn.linear_head is not None:
+        mode = "ggn-head"
     if mode == "hessian" and subsample < 1.0:
         raise ValueError(
             f"fvp_subsample={subsample} needs Gauss-Newton products: return a "

@@ -142,3 +142,21 @@ def test_deterministic_actions_are_the_modes():
     assert categorical.act(torch.tensor([[0.1, 2.0, -1.0]]), True, None).tolist() == [1]
     bernoulli = make_distribution(spaces.MultiBinary(3))
     assert bernoulli.act(torch.tensor([[0.5, -0.5, 3.0]]), True, None).tolist() == [[1, 0, 1]]
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "elu", "silu"])
+def test_fast_forward_gives_the_networks_numbers_bit_for_bit(activation: str) -> None:
+    from rl.networks import fast_forward, mlp
+
+    torch.manual_seed(0)
+    network = mlp(5, (16, 16), 3, activation)
+    forward = fast_forward(network)
+    assert forward is not network
+    x = torch.randn(2, 5)
+    with torch.no_grad():
+        assert torch.equal(forward(x), network(x))
+        for p in network.parameters():  # in-place updates are seen
+            p.add_(0.1)
+        assert torch.equal(forward(x), network(x))
+    other = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.Dropout())
+    assert fast_forward(other) is other

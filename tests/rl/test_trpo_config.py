@@ -8,7 +8,7 @@ import pydantic
 import pytest
 
 from rl import TRPOConfig
-from rl.config import ENV_PRESETS, ConfigError, parse_overrides
+from rl.config import ConfigError, parse_overrides
 
 
 def test_defaults_are_the_seed_projects():
@@ -129,10 +129,4 @@ def test_bad_files_are_reported_in_one_line(tmp_path):
         TRPOConfig.from_file(tmp_path / "missing.yaml")
 
 
-def test_presets_validate_and_carry_rl_zoo_settings():
-    for env_id in ENV_PRESETS:
-        assert TRPOConfig.from_preset(env_id).env_id == env_id
-    pendulum = TRPOConfig.from_preset("Pendulum-v1")
-    assert pendulum.gamma == 0.9 and pendulum.total_steps == 100_000
-    assert TRPOConfig.from_preset("HalfCheetah-v5").max_kl == 0.04
-    assert TRPOConfig.from_preset("Unknown-v0") == TRPOConfig(env_id="Unknown-v0")
+# The presets (rl/presets/*.yaml) are tested in test_presets.py.

@@ -1,0 +1,87 @@
+"""Faults that stop training from outside the algorithm: an env that returns NaN, an env
+worker process that raises or dies, a run directory that cannot be written.
+
+Each is raised before the fault reaches the networks or the files: the parameters stay
+finite and the run's last checkpoint stays intact, so ``trpo train --resume RUN_DIR``
+continues once the cause is fixed. ``trpo`` prints them as one line and exits with code 1.
+
+Example:
+    >>> try:  # doctest: +SKIP
+    ...     agent.learn()
+    ... except rl.errors.NonFiniteEnvError as error:
+    ...     print(error.env_index, error.quantity)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointWriteError",
+    "EnvWorkerError",
+    "NonFiniteEnvError",
+    "RunDirError",
+    "TrainingError",
+]
+
+
+class TrainingError(RuntimeError):
+    """Training stopped on a fault outside the algorithm; nothing non-finite was learned
+    and no file of the run was left half written."""
+
+
+class NonFiniteEnvError(TrainingError):
+    """An env returned a NaN or infinite observation or reward (after the float32 cast of the
+    rollout buffers: a finite float64 beyond 3.4e38 counts too).
+
+    Attributes:
+        quantity (str): ``"observation"`` or ``"reward"``.
+        env_index (int): the sub-env of the vector env.
+        vector_step (int): the vector step within the rollout, from 0; -1 for a reset.
+        value (float): the first non-finite value.
+    """
+
+    def __init__(
+        self, quantity: str, env_index: int, vector_step: int, value: float, message: str = ""
+    ) -> None:
+        self.quantity, self.env_index = quantity, env_index
+        self.vector_step, self.value = vector_step, value
+        super().__init__(
+            message
+            or f"sub-env {env_index} returned a non-finite {quantity} ({value}) {self._when()}"
+        )
+
+    def _when(self) -> str:
+        if self.vector_step < 0:
+            return "on reset"
+        return f"at vector step {self.vector_step + 1} of its rollout"
+
+    def located(self, env_name: str, step: int, iteration: int, num_envs: int) -> NonFiniteEnvError:
+        """The same error with a message naming the env, the run's step and the iteration.
+
+        Args:
+            env_name (str): the env id.
+            step (int): the run's step count before the rollout.
+            iteration (int): the iteration the rollout belongs to (from 1).
+            num_envs (int): sub-envs per vector step.
+        """
+        at_step = step + (self.vector_step + 1) * num_envs
+        message = (
+            f"env {env_name!r} (sub-env {self.env_index}) returned a non-finite {self.quantity} "
+            f"({self.value}) at step {at_step} (iteration {iteration}, {self._when()}); "
+            "training stopped before it reached the networks: the parameters are unchanged "
+            "and no checkpoint was written with it"
+        )
+        return NonFiniteEnvError(
+            self.quantity, self.env_index, self.vector_step, self.value, message
+        )
+
+
+class EnvWorkerError(TrainingError):
+    """An AsyncVectorEnv worker process raised an exception or died."""
+
+
+class RunDirError(TrainingError):
+    """The run directory cannot be written (read-only, permissions, disk full)."""
+
+
+class CheckpointWriteError(TrainingError):
+    """A checkpoint could not be written; the previous checkpoint is intact."""

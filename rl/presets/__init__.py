@@ -1,0 +1,129 @@
+"""Tuned settings per environment, kept as data: the YAML files beside this module.
+
+Each file holds ``source`` (where its numbers come from) and ``presets``: a mapping from a
+gymnasium env id (or a glob pattern such as ``ALE/*-v5``) to ``config`` (TRPOConfig fields,
+nested groups as nested mappings) and an optional ``note`` (deviations from the source and
+why). Exact ids win over patterns; patterns are tried in file order. ``TRPOConfig`` validates
+a preset when it is used (``TRPOConfig.from_preset``); the tests validate every one.
+
+Example:
+    >>> find_preset("HalfCheetah-v5").config["max_kl"]
+    0.04
+    >>> find_preset("ALE/Pong-v5").env_id
+    'ALE/*-v5'
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import yaml
+
+__all__ = ["Preset", "PresetFileError", "all_presets", "find_preset"]
+
+_PRESET_KEYS = {"config", "note"}
+
+
+class PresetFileError(ValueError):
+    """A preset file of the package is malformed; the message names the file and the entry."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One entry of a preset file.
+
+    Attributes:
+        env_id (str): the gymnasium env id, or a glob pattern (``ALE/*-v5``).
+        config (dict): TRPOConfig fields, unvalidated (``TRPOConfig.from_preset`` validates).
+        source (str): where the settings come from (the file's ``source``).
+        file (str): the preset file's name, e.g. ``mujoco.yaml``.
+        note (str, optional): deviations from the source and their reasons.
+    """
+
+    env_id: str
+    config: dict[str, Any] = field(repr=False)
+    source: str
+    file: str
+    note: str | None = None
+
+    @property
+    def is_pattern(self) -> bool:
+        return any(char in self.env_id for char in "*?[")
+
+    def matches(self, env_id: str) -> bool:
+        return env_id == self.env_id or (
+            self.is_pattern and fnmatch.fnmatchcase(env_id, self.env_id)
+        )
+
+
+@functools.cache
+def all_presets() -> tuple[Preset, ...]:
+    """Every preset of every ``*.yaml`` file in this package, files in name order."""
+    presets: list[Preset] = []
+    directory = resources.files(__name__)
+    for entry in sorted(directory.iterdir(), key=lambda item: item.name):
+        if entry.name.endswith(".yaml"):
+            presets += _read_preset_file(entry.name, entry.read_text(encoding="utf-8"))
+    seen: dict[str, str] = {}
+    for preset in presets:
+        if preset.env_id in seen:
+            raise PresetFileError(
+                f"preset {preset.env_id!r} is defined in both {seen[preset.env_id]} "
+                f"and {preset.file}"
+            )
+        seen[preset.env_id] = preset.file
+    return tuple(presets)
+
+
+def find_preset(env_id: str) -> Preset | None:
+    """The preset for ``env_id``: its exact entry, else the first matching pattern, else None."""
+    presets = all_presets()
+    for preset in presets:
+        if preset.env_id == env_id:
+            return preset
+    return next((preset for preset in presets if preset.matches(env_id)), None)
+
+
+def _read_preset_file(name: str, text: str) -> list[Preset]:
+    data = yaml.safe_load(text)
+    if not isinstance(data, Mapping) or set(data) != {"source", "presets"}:
+        raise PresetFileError(f"preset file {name}: must hold exactly 'source' and 'presets'")
+    source, entries = data["source"], data["presets"]
+    if not isinstance(source, str) or not source.strip():
+        raise PresetFileError(f"preset file {name}: 'source' must be a non-empty string")
+    if not isinstance(entries, Mapping):
+        raise PresetFileError(f"preset file {name}: 'presets' must map env ids to presets")
+    return [_read_entry(name, source.strip(), env_id, entry) for env_id, entry in entries.items()]
+
+
+def _read_entry(name: str, source: str, env_id: Any, entry: Any) -> Preset:
+    where = f"preset file {name}, entry {env_id!r}"
+    if not isinstance(env_id, str) or not env_id:
+        raise PresetFileError(f"{where}: the key must be an env id")
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("config"), Mapping):
+        raise PresetFileError(f"{where}: must hold a 'config' mapping of TRPOConfig fields")
+    unknown = set(entry) - _PRESET_KEYS
+    if unknown:
+        raise PresetFileError(
+            f"{where}: unknown key(s) {sorted(unknown)} (allowed: {sorted(_PRESET_KEYS)})"
+        )
+    note = entry.get("note")
+    if note is not None and not isinstance(note, str):
+        raise PresetFileError(f"{where}: 'note' must be a string")
+    config = _plain(entry["config"])
+    if "env_id" in config:
+        raise PresetFileError(f"{where}: 'config' must not set env_id (the key names the env)")
+    return Preset(env_id, config, source, name, " ".join(note.split()) if note else None)
+
+
+def _plain(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy as plain dicts (YAML merge keys ``<<`` are already resolved by the loader)."""
+    return {
+        key: _plain(value) if isinstance(value, Mapping) else value
+        for key, value in mapping.items()
+    }

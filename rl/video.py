@@ -1,0 +1,103 @@
+"""Videos of a trained agent with gymnasium's RecordVideo (``trpo eval RUN_DIR --video DIR``).
+
+The agent acts through ``TRPO.predict`` (frozen normalization statistics, deterministic
+by default) in one env made like the training envs but with ``render_mode="rgb_array"``;
+RecordVideo writes one MP4 per episode. RecordVideo encodes with moviepy, which rl does not
+install by itself. MuJoCo renders headless with ``MUJOCO_GL=egl`` (GPU) or ``osmesa``.
+
+Example:
+    >>> agent = TRPO.load("runs/pendulum/model.pt")  # doctest: +SKIP
+    >>> record_video(agent, "videos", episodes=2)  # doctest: +SKIP
+    {'mean_return': ..., 'std_return': ..., 'mean_length': ..., 'videos': [...]}
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from gymnasium.wrappers import RecordVideo
+
+from rl.atari import make_gym_env
+from rl.envs import quiet_mujoco_deprecations
+
+if TYPE_CHECKING:
+    from rl.trpo import TRPO
+
+__all__ = ["MOVIEPY_HINT", "record_video"]
+
+MOVIEPY_HINT = "recording videos (gymnasium's RecordVideo) needs moviepy: pip install moviepy"
+EVAL_SEED_OFFSET = 1_000_000  # as TRPO.evaluate: apart from the training envs' seeds
+
+
+def record_video(
+    agent: TRPO,
+    video_dir: str | Path,
+    episodes: int = 1,
+    deterministic: bool = True,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Play ``episodes`` episodes and record each as an MP4 in ``video_dir``.
+
+    Args:
+        agent (TRPO): a trained agent whose config names its env (``env_id``).
+        video_dir (str or Path): created if missing.
+        episodes (int, optional): episodes to play and record (default: 1).
+        deterministic (bool, optional): act with the policy's mode (default: True).
+        seed (int, optional): episode ``k`` resets with ``seed + k``
+            (default: ``config.seed + 1_000_000``, as ``TRPO.evaluate``).
+
+    Returns:
+        dict: ``mean_return``, ``std_return``, ``mean_length`` (raw env returns) and
+        ``videos`` (the MP4 paths written).
+
+    Raises:
+        ImportError: naming the package when moviepy is missing.
+        ValueError: for an agent built from an env factory (no ``env_id`` to make).
+    """
+    if importlib.util.find_spec("moviepy") is None:
+        raise ImportError(MOVIEPY_HINT, name="moviepy")
+    config = agent.config
+    if config.env_id is None:
+        raise ValueError("record_video needs config.env_id; wrap your own env in RecordVideo")
+    if episodes < 1:
+        raise ValueError(f"Invalid episodes: {episodes} (must be >= 1)")
+    video_dir = Path(video_dir)
+    seed = config.seed + EVAL_SEED_OFFSET if seed is None else seed
+    kwargs = {**config.env_kwargs, "render_mode": "rgb_array"}
+    with quiet_mujoco_deprecations():
+        env = make_gym_env(config.env_id, kwargs, config.atari)
+    before = set(video_dir.glob("*.mp4")) if video_dir.is_dir() else set()
+    prefix = config.env_id.replace("/", "_")
+    env = RecordVideo(env, str(video_dir), episode_trigger=lambda _: True, name_prefix=prefix)
+    returns, lengths = [], []
+    try:
+        for episode in range(episodes):
+            episode_return, length = _play_episode(env, agent, deterministic, seed + episode)
+            returns.append(episode_return)
+            lengths.append(length)
+    finally:
+        env.close()
+    videos = sorted(set(video_dir.glob("*.mp4")) - before)
+    return {
+        "mean_return": float(np.mean(returns)),
+        "std_return": float(np.std(returns)),
+        "mean_length": float(np.mean(lengths)),
+        "videos": [str(path) for path in videos],
+    }
+
+
+def _play_episode(
+    env: RecordVideo, agent: TRPO, deterministic: bool, seed: int
+) -> tuple[float, int]:
+    observation, _ = env.reset(seed=seed)
+    episode_return, length, done = 0.0, 0, False
+    while not done:
+        action = agent.predict(observation, deterministic=deterministic)
+        observation, reward, terminated, truncated, _ = env.step(action)
+        episode_return += float(reward)
+        length += 1
+        done = bool(terminated or truncated)
+    return episode_return, length

@@ -1,0 +1,144 @@
+"""Presets are data validated by TRPOConfig; `trpo presets` lists them; `trpo train` uses them."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import pytest
+import yaml
+
+from rl import TRPOConfig
+from rl.cli import main
+from rl.presets import PresetFileError, _read_preset_file, all_presets, find_preset
+
+ZOO_COMMIT = "22e3ff2450fd92033f7f032915e1f64894a09584"
+BASELINES_COMMIT = "ea25b9e8b234e6ee1bca43083f8f3cf974143998"
+
+
+def example_id(env_id: str) -> str:
+    """A concrete env id for a preset key (patterns get a game)."""
+    return env_id.replace("*", "Pong")
+
+
+@pytest.mark.parametrize("preset", all_presets(), ids=lambda preset: preset.env_id)
+def test_every_preset_validates_and_is_not_the_plain_defaults(preset):
+    env_id = example_id(preset.env_id)
+    config = TRPOConfig.from_preset(env_id)
+    assert config.env_id == env_id
+    assert config != TRPOConfig(env_id=env_id)
+    assert config.steps_per_iteration % config.num_envs == 0
+
+
+@pytest.mark.parametrize(
+    "preset", [p for p in all_presets() if not p.is_pattern], ids=lambda p: p.env_id
+)
+def test_every_exact_preset_names_a_registered_gymnasium_env(preset):
+    gym.spec(preset.env_id)
+
+
+def test_each_file_cites_its_source_with_a_commit():
+    for preset in all_presets():
+        assert ZOO_COMMIT in preset.source or BASELINES_COMMIT in preset.source, preset.file
+
+
+def test_the_covered_tasks():
+    names = {preset.env_id for preset in all_presets()}
+    assert {"CartPole-v1", "Acrobot-v1", "MountainCar-v0", "Pendulum-v1"} <= names
+    assert {"MountainCarContinuous-v0", "LunarLander-v3", "LunarLanderContinuous-v3"} <= names
+    assert {"BipedalWalker-v3", "HalfCheetah-v5", "Hopper-v5", "Walker2d-v5"} <= names
+    assert {"Ant-v5", "Humanoid-v5", "Swimmer-v5", "ALE/*-v5"} <= names
+
+
+def test_gsde_presets_say_so():
+    for env_id in ("Pendulum-v1", "MountainCarContinuous-v0"):
+        assert "gSDE" in find_preset(env_id).note
+
+
+def test_values_carry_the_sources_settings():
+    cheetah = TRPOConfig.from_preset("HalfCheetah-v5")
+    assert (cheetah.max_kl, cheetah.cg_iters, cheetah.value.epochs) == (0.04, 25, 20)
+    assert cheetah.normalize_observations and cheetah.normalize_rewards
+    assert TRPOConfig.from_preset("Hopper-v5").max_kl == 0.01
+    assert TRPOConfig.from_preset("Swimmer-v5").gamma == 0.9999
+    assert TRPOConfig.from_preset("Humanoid-v5").total_steps == 2_000_000
+    lander = TRPOConfig.from_preset("LunarLander-v3")
+    assert (lander.damping, lander.lam, lander.steps_per_iteration) == (0.01, 0.98, 1024)
+    pendulum = TRPOConfig.from_preset("Pendulum-v1")
+    assert pendulum.gamma == 0.9 and pendulum.total_steps == 100_000
+    assert TRPOConfig.from_preset("MountainCarContinuous-v0").policy.log_std_init == 0.5
+    assert TRPOConfig.from_preset("BipedalWalkerHardcore-v3").total_steps == 10_000_000
+
+
+def test_atari_pattern_gives_baselines_settings_and_nature_cnn_head():
+    pong, breakout = (
+        TRPOConfig.from_preset("ALE/Pong-v5"),
+        TRPOConfig.from_preset("ALE/Breakout-v5"),
+    )
+    assert pong.model_dump(exclude={"env_id"}) == breakout.model_dump(exclude={"env_id"})
+    assert (pong.max_kl, pong.gamma, pong.lam, pong.damping) == (0.001, 0.98, 1.0, 0.001)
+    assert (pong.num_envs, pong.steps_per_iteration, pong.fvp_subsample) == (16, 8192, 0.2)
+    assert pong.policy.hidden_sizes == (512,) and pong.policy.activation == "relu"
+    assert (pong.value.epochs, pong.value.minibatch_size, pong.value.learning_rate) == (3, 64, 1e-4)
+    assert pong.atari.frame_stack == 4 and not pong.atari.terminal_on_life_loss
+    assert find_preset("ALE/Pong-v4") is None
+
+
+def test_plain_config_ignores_presets_and_overrides_win():
+    assert TRPOConfig(env_id="HalfCheetah-v5").max_kl == 0.01
+    config = TRPOConfig.from_preset("HalfCheetah-v5", max_kl=0.02, value={"epochs": 3})
+    assert (config.max_kl, config.value.epochs, config.value.minibatch_size) == (0.02, 3, 128)
+    assert TRPOConfig.from_preset("Unknown-v0") == TRPOConfig(env_id="Unknown-v0")
+
+
+def test_using_a_preset_does_not_change_it():
+    before = find_preset("Hopper-v5").config["value"]["epochs"]
+    TRPOConfig.from_preset("Hopper-v5", value={"epochs": 1})
+    assert find_preset("Hopper-v5").config["value"]["epochs"] == before
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("presets: {}\n", "must hold exactly 'source' and 'presets'"),
+        ("source: ''\npresets: {}\n", "'source' must be a non-empty string"),
+        ("source: s\npresets: [1]\n", "'presets' must map env ids"),
+        ("source: s\npresets:\n  X-v0: {gamma: 0.9}\n", "entry 'X-v0': must hold a 'config'"),
+        ("source: s\npresets:\n  X-v0: {config: {}, why: 1}\n", "unknown key(s) ['why']"),
+        ("source: s\npresets:\n  X-v0: {config: {env_id: Y-v0}}\n", "must not set env_id"),
+    ],
+)
+def test_malformed_preset_files_are_refused_naming_file_and_entry(text, expected):
+    with pytest.raises(PresetFileError) as error:
+        _read_preset_file("bad.yaml", text)
+    assert "preset file bad.yaml" in str(error.value) and expected in str(error.value)
+
+
+def test_cli_lists_every_preset_with_its_source(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for preset in all_presets():
+        assert preset.env_id in out
+    assert ZOO_COMMIT in out and BASELINES_COMMIT in out
+
+
+def test_cli_shows_one_preset_as_loadable_yaml(capsys):
+    assert main(["presets", "HalfCheetah-v5"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# preset HalfCheetah-v5 from rl/presets/mujoco.yaml")
+    assert TRPOConfig.from_dict(yaml.safe_load(out)) == TRPOConfig.from_preset("HalfCheetah-v5")
+    assert main(["presets", "Nope-v0"]) == 2
+    assert "ENV_ID = 'Nope-v0': no preset" in capsys.readouterr().err
+
+
+def test_train_prints_the_preset_and_what_was_overridden(tmp_path, capsys):
+    run_dir = tmp_path / "cartpole"
+    code = main(
+        ["train", "CartPole-v1", "--total-steps", "256", "--run-dir", str(run_dir),
+         "--set", "steps_per_iteration=256", "--set", "eval_episodes=1"]
+    )  # fmt: skip
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("trpo: preset CartPole-v1 (rl/presets/classic_control.yaml; source:")
+    assert "damping=0.001" in lines[1]
+    assert lines[1].endswith("overridden here: steps_per_iteration, total_steps")
+    config = TRPOConfig.from_file(run_dir / "config.yaml")
+    assert (config.damping, config.steps_per_iteration) == (0.001, 256)

@@ -1,0 +1,548 @@
+r"""Trust-region solves with a linear output layer eliminated exactly (``fvp="ggn-head"``).
+
+When the model's outputs are linear in its last layer (the "head") and the KL's Hessian in
+output space is the same diagonal matrix for every sample, the Fisher matrix has a block
+structure that conjugate gradient need not discover:
+
+* outputs: ``yᵢ = W φᵢ(θ_f) + b`` for sample ``i``, with features ``φ`` ``(n, k)`` computed
+  from the feature parameters ``θ_f``, head weight ``W`` ``(out, k)`` and bias ``b``;
+* output Hessian: ``∇²_y KLᵢ = H = diag(h)``, ``h`` ``(out,)``, identical for all samples;
+* a few more parameters (e.g. a state-independent ``log_std``) with a constant diagonal
+  Fisher block ``diag(c)`` and no coupling to anything else.
+
+With ``aᵢ = [φᵢ, 1]`` (no 1 without a bias), ``A = (1/n) Σᵢ aᵢaᵢᵀ``, head block
+``V = [W | b]`` and ``J`` the Jacobian of the features, the damped Fisher ``F + λ`` is::
+
+    head:      (F_vv + λ) V = H V A + λ V        exactly Kronecker: solved in A's eigenbasis
+    coupling:  F_vf v = (1/n) Σᵢ H W Jᵢ v aᵢᵀ     F_fv = F_vfᵀ
+    features:  (F_ff + λ) v = (1/n) Σᵢ Jᵢᵀ Wᵀ H W Jᵢ v + λ v
+    diagonal:  (c + λ) I, coupled to nothing
+
+:func:`linear_head_solve` eliminates the head and the diagonal block exactly and runs
+conjugate gradient on the Schur complement ``S = F_ff + λ − F_fv (F_vv + λ)⁻¹ F_vf`` over the
+feature parameters, which lacks the head's large eigenvalues and so converges in far fewer
+iterations than CG on the whole matrix. Each ``S v`` costs one Jacobian and one transposed
+Jacobian product through the feature layers (what a Gauss-Newton product costs), plus
+``(out × (k+1))``-sized algebra.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from .cg import CGResult, conjugate_gradient_solve
+from .curvature import flatten, hessian_vector_product, unflatten
+
+__all__ = [
+    "LinearHead",
+    "check_linear_head",
+    "linear_head_fisher_product",
+    "linear_head_solve",
+]
+
+FeaturesFn = Callable[[tuple[Tensor, ...], Tensor | None], Tensor]
+Reduce = Callable[[Tensor], Tensor]
+# The first step's check of the description against the KL's Hessian: relative error allowed.
+CHECK_RELATIVE_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class LinearHead:
+    r"""The structure of a model whose KL-relevant outputs are linear in its last layer.
+
+    Add it to :class:`GGNClosureResult` (``linear_head=...``) and the optimizer, with
+    ``fvp="auto"`` or ``"ggn"``, solves the head exactly and runs conjugate gradient on the
+    other parameters only (``StepResult.fvp == "ggn-head"``). Valid only when all of these hold
+    at the current parameters:
+
+    1. the closure's ``kl`` is the **mean over samples** of a per-sample KL(old ‖ new) that
+       depends on the head-side outputs ``yᵢ = weight · φᵢ + bias`` (exactly linear in
+       ``weight`` and ``bias``: no activation after the head) and on the ``diagonal_curvature``
+       parameters only;
+    2. the Hessian of each sample's KL with respect to ``yᵢ`` is ``diag(output_precision)``,
+       **the same for every sample** (e.g. a Gaussian with a state-independent std:
+       ``exp(−2·log_std)``; a categorical fails this);
+    3. each ``diagonal_curvature`` parameter's Fisher block is ``diag(curvature)`` and
+       couples to no other parameter (e.g. that Gaussian's ``log_std``: 2.0).
+
+    Every trainable parameter of the optimizer must be in exactly one of ``feature_params``,
+    ``weight``, ``bias`` and ``diagonal_curvature`` (a parameter the KL does not depend on
+    goes in ``diagonal_curvature`` with curvature 0). On its first step the optimizer checks
+    one Fisher product against the KL's Hessian and raises if they differ.
+
+    Attributes:
+        features_fn (callable): ``(values, index) -> φ``, a pure function of the values of
+            ``feature_params`` (in that order) returning the head's inputs ``(n, k)`` for the
+            samples ``index`` (a ``LongTensor``), or for the whole batch when ``index`` is
+            None. See :func:`functional_model`.
+        feature_params (sequence of Tensor): the parameters ``features_fn`` takes.
+        weight (Tensor): the head's weight ``(out, k)``, one of the optimizer's parameters.
+        bias (Tensor or None): the head's bias ``(out,)``, or None when it has none.
+        output_precision (Tensor or float): ``h``, the diagonal of the output-space KL
+            Hessian, broadcastable to ``(out,)``, finite and > 0; taken as a constant.
+        diagonal_curvature (sequence of (Tensor, float or Tensor)): parameters with a
+            constant diagonal Fisher block and their curvature, broadcastable to the
+            parameter's shape, finite and ≥ 0 (default: none).
+
+    Example:
+        >>> body, head = net[:-1], net[-1]               # net ends in nn.Linear: the mean
+        >>> feature_params = list(body.parameters())
+        >>> body_fn = functional_model(body, feature_params)
+        >>> spec = LinearHead(
+        ...     features_fn=lambda ps, idx: body_fn(ps, x if idx is None else x[idx]),
+        ...     feature_params=feature_params, weight=head.weight, bias=head.bias,
+        ...     output_precision=torch.exp(-2 * log_std.detach()),
+        ...     diagonal_curvature=[(log_std, 2.0)])
+    """
+
+    features_fn: FeaturesFn
+    feature_params: Sequence[Tensor]
+    weight: Tensor
+    bias: Tensor | None
+    output_precision: Tensor | float
+    diagonal_curvature: Sequence[tuple[Tensor, float | Tensor]] = ()
+
+    def __post_init__(self) -> None:
+        if not callable(self.features_fn):
+            raise ValueError("LinearHead.features_fn must be callable: (values, index) -> (n, k)")
+        if not isinstance(self.weight, Tensor) or self.weight.dim() != 2:
+            raise ValueError(
+                f"LinearHead.weight must be a 2-D tensor (out, k); got {_describe(self.weight)}"
+            )
+        out = self.weight.shape[0]
+        if self.bias is not None and (
+            not isinstance(self.bias, Tensor) or tuple(self.bias.shape) != (out,)
+        ):
+            raise ValueError(
+                f"LinearHead.bias must be None or a tensor of shape ({out},) to match weight "
+                f"{tuple(self.weight.shape)}; got {_describe(self.bias)}"
+            )
+        _as_curvature(self.output_precision, (out,), "output_precision", positive=True)
+        for entry in self.diagonal_curvature:
+            if not (isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], Tensor)):
+                raise ValueError(
+                    "LinearHead.diagonal_curvature must hold (parameter, curvature) pairs; "
+                    f"got {entry!r}"
+                )
+            _as_curvature(entry[1], tuple(entry[0].shape), "diagonal_curvature", positive=False)
+
+    def precision(self) -> Tensor:
+        """``h`` as a float64 tensor ``(out,)``, detached."""
+        out = self.weight.shape[0]
+        return _as_curvature(self.output_precision, (out,), "output_precision", positive=True)
+
+
+def _describe(value: object) -> str:
+    return f"shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
+
+
+def _as_curvature(
+    value: Tensor | float, shape: tuple[int, ...], name: str, positive: bool
+) -> Tensor:
+    """``value`` broadcast to ``shape`` as a detached float64 tensor, validated."""
+    try:
+        tensor = torch.as_tensor(value).detach().to(torch.float64).expand(shape)
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise ValueError(
+            f"LinearHead.{name} must be a number or a tensor broadcastable to {shape}; "
+            f"got {_describe(value) if isinstance(value, Tensor) else repr(value)}"
+        ) from error
+    bad = ~torch.isfinite(tensor) | ((tensor <= 0) if positive else (tensor < 0))
+    if bool(bad.any()):
+        allowed = "> 0" if positive else ">= 0"
+        raise ValueError(
+            f"LinearHead.{name} must be finite and {allowed}; got {tensor.flatten().tolist()}"
+        )
+    return tensor
+
+
+# ------------------------------------------------------------------------- layout
+class HeadParts(NamedTuple):
+    """A flat parameter-space vector split by role.
+
+    Attributes:
+        features (Tensor): ``(F,)``, in ``feature_params`` order.
+        head (Tensor): ``(out, k+1)`` ``[W | b]``, or ``(out, k)`` without a bias.
+        diagonal (Tensor): ``(D,)``, in ``diagonal_curvature`` order.
+    """
+
+    features: Tensor
+    head: Tensor
+    diagonal: Tensor
+
+
+class HeadLayout:
+    """Where the feature, head and diagonal parameters sit in the optimizer's flat vector.
+
+    Raises ValueError unless every tensor of ``params`` is in exactly one role of ``head``
+    and every tensor ``head`` names is one of ``params`` (matched by identity).
+    """
+
+    def __init__(self, head: LinearHead, params: Sequence[Tensor]) -> None:
+        self.params = list(params)
+        self.features = list(head.feature_params)
+        self.weight, self.bias = head.weight, head.bias
+        self.diagonal = [p for p, _ in head.diagonal_curvature]
+        _check_partition(self.params, self._roles())
+        self.diagonal_curvature = _concat(
+            [
+                _as_curvature(c, tuple(p.shape), "diagonal_curvature", False).reshape(-1)
+                for p, c in head.diagonal_curvature
+            ],
+            head.weight.new_zeros(0, dtype=torch.float64),
+        )
+
+    def _roles(self) -> list[tuple[str, Tensor]]:
+        named = [("feature_params", p) for p in self.features] + [("weight", self.weight)]
+        named += [] if self.bias is None else [("bias", self.bias)]
+        return named + [("diagonal_curvature", p) for p in self.diagonal]
+
+    def split(self, flat: Tensor) -> HeadParts:
+        """Cut a flat vector in the optimizer's order into :class:`HeadParts`."""
+        pieces = _by_identity(self.params, flat)
+        empty = flat.new_zeros(0)
+        head = pieces[id(self.weight)]
+        if self.bias is not None:
+            head = torch.cat([head, pieces[id(self.bias)][:, None]], dim=1)
+        return HeadParts(
+            _concat([pieces[id(p)].reshape(-1) for p in self.features], empty),
+            head,
+            _concat([pieces[id(p)].reshape(-1) for p in self.diagonal], empty),
+        )
+
+    def join(self, parts: HeadParts) -> Tensor:
+        """Inverse of :meth:`split`."""
+        pieces = _by_identity(self.features, parts.features)
+        pieces |= _by_identity(self.diagonal, parts.diagonal)
+        k = self.weight.shape[1]
+        pieces[id(self.weight)] = parts.head[:, :k]
+        if self.bias is not None:
+            pieces[id(self.bias)] = parts.head[:, k]
+        return flatten([pieces[id(p)] for p in self.params])
+
+
+def _by_identity(params: list[Tensor], flat: Tensor) -> dict[int, Tensor]:
+    return dict(zip(map(id, params), unflatten(flat, params), strict=True))
+
+
+def _concat(tensors: list[Tensor], empty: Tensor) -> Tensor:
+    return torch.cat(tensors) if tensors else empty
+
+
+def _check_partition(params: list[Tensor], roles: list[tuple[str, Tensor]]) -> None:
+    trainable = {id(p) for p in params}
+    seen: dict[int, str] = {}
+    for role, tensor in roles:
+        if id(tensor) not in trainable:
+            raise ValueError(
+                f"LinearHead.{role}: a tensor of shape {tuple(tensor.shape)} is not one of the "
+                "optimizer's trainable parameters"
+            )
+        if id(tensor) in seen:
+            raise ValueError(
+                f"LinearHead: a parameter of shape {tuple(tensor.shape)} is named twice "
+                f"({seen[id(tensor)]} and {role}); each parameter has exactly one role"
+            )
+        seen[id(tensor)] = role
+    for position, p in enumerate(params):
+        if id(p) not in seen:
+            raise ValueError(
+                f"LinearHead: the optimizer's parameter #{position} (shape {tuple(p.shape)}) "
+                "is in none of feature_params, weight, bias, diagonal_curvature; every "
+                "trainable parameter needs exactly one role (curvature 0 if the KL ignores it)"
+            )
+
+
+# -------------------------------------------------------------------- features
+@dataclass(frozen=True)
+class LinearizedFeatures:
+    """The features ``θ_f -> φ`` linearised at the current parameters.
+
+    Attributes:
+        features (Tensor): ``φ``, ``(n, k)``, detached.
+        jvp (callable): flat feature-parameter vector ``v -> J v``, ``(n, k)``.
+        vjp (callable): ``(n, k)`` cotangent ``u -> Jᵀ u``, a flat feature-parameter vector.
+    """
+
+    features: Tensor
+    jvp: Callable[[Tensor], Tensor]
+    vjp: Callable[[Tensor], Tensor]
+
+
+def linearize_features(
+    features_fn: FeaturesFn, params: Sequence[Tensor], index: Tensor | None
+) -> LinearizedFeatures:
+    """One saved forward pass (``torch.func.vjp``); ``J v`` by differentiating the linear map
+    ``u -> Jᵀu`` with respect to ``u``, as :func:`ggn_vector_product` does, so that neither
+    product runs a forward pass."""
+    primals = tuple(p.detach() for p in params)
+    if not primals:
+        return _constant_features(features_fn((), index))
+    with torch.enable_grad():
+        features, vjp_fn = torch.func.vjp(lambda *values: features_fn(values, index), *primals)
+        probe = torch.zeros_like(features, requires_grad=True)
+        transposed = vjp_fn(probe)
+
+    def jvp(vector: Tensor) -> Tensor:
+        with torch.enable_grad():
+            tangents = unflatten(vector, primals)
+            return torch.autograd.grad(transposed, probe, tangents, retain_graph=True)[0]
+
+    def vjp(cotangent: Tensor) -> Tensor:
+        return flatten(vjp_fn(cotangent))
+
+    return LinearizedFeatures(features.detach(), jvp, vjp)
+
+
+def _constant_features(features: Tensor) -> LinearizedFeatures:
+    """Features that depend on no parameter (a purely linear model)."""
+    features = features.detach()
+    return LinearizedFeatures(
+        features,
+        lambda vector: features.new_zeros(features.shape),
+        lambda cotangent: features.new_zeros(0),
+    )
+
+
+def _check_features(features: Tensor, k: int, rows: int | None) -> None:
+    if not isinstance(features, Tensor) or features.dim() != 2 or features.shape[1] != k:
+        raise ValueError(
+            f"LinearHead.features_fn must return features of shape (n, {k}) (k = weight's "
+            f"second dimension); got {_describe(features)}"
+        )
+    if rows is not None and features.shape[0] != rows:
+        raise ValueError(
+            f"LinearHead.features_fn returned {features.shape[0]} rows; expected {rows} (one "
+            "per sample of the batch, or of the index it was given)"
+        )
+
+
+# ----------------------------------------------------------------- the blocks
+@dataclass(frozen=True)
+class HeadBlockFisher:
+    r"""The blocks of ``F + λ`` (see the module docstring) at the current parameters.
+
+    Every sample mean is taken over this process's ``n`` samples and then passed through
+    ``reduce`` (the weighted all-reduce across ranks, identity in one process).
+    """
+
+    linear: LinearizedFeatures
+    augmented: Tensor  # a, (n, k+1) or (n, k)
+    weight: Tensor  # W, (out, k), detached
+    precision: Tensor  # h, (out,), float64
+    input_values: Tensor  # eigenvalues of A, (k+1,), float64
+    input_basis: Tensor  # eigenvectors of A, (k+1, k+1), float64
+    head_damping: float
+    feature_damping: float | Tensor
+    reduce: Reduce
+
+    def head_solve(self, block: Tensor) -> Tensor:
+        """``(F_vv + λ)⁻¹ V`` for ``V`` ``(out, k+1)``, exactly, in float64."""
+        rotated = block.double() @ self.input_basis
+        denominator = self.precision[:, None] * self.input_values[None, :] + self.head_damping
+        return ((rotated / denominator) @ self.input_basis.T).to(block.dtype)
+
+    def features_to_outputs(self, vector: Tensor) -> Tensor:
+        """``W J v``, ``(n, out)``."""
+        return self.linear.jvp(vector) @ self.weight.T
+
+    def head_to_outputs(self, block: Tensor) -> Tensor:
+        """``V aᵢ`` for every sample, ``(n, out)``."""
+        return self.augmented @ block.T
+
+    def outputs_to_features(self, tangent: Tensor) -> Tensor:
+        """``(1/n) Σᵢ Jᵢᵀ Wᵀ H tᵢ``, reduced: a flat feature-parameter vector."""
+        weighted = (tangent * self.precision.to(tangent.dtype)) @ self.weight
+        flat = self.linear.vjp(weighted) / len(tangent)
+        return self.reduce(flat) if flat.numel() else flat
+
+    def outputs_to_head(self, tangent: Tensor) -> Tensor:
+        """``(1/n) Σᵢ H tᵢ aᵢᵀ``, reduced: ``(out, k+1)``."""
+        weighted = tangent * self.precision.to(tangent.dtype)
+        return self.reduce(weighted.T @ self.augmented / len(tangent))
+
+    def schur_product(self, vector: Tensor) -> Tensor:
+        """``S v = (F_ff + λ) v − F_fv (F_vv + λ)⁻¹ F_vf v``: one ``J`` and one ``Jᵀ``."""
+        outputs = self.features_to_outputs(vector)
+        head = self.head_solve(self.outputs_to_head(outputs))
+        coupled = self.outputs_to_features(outputs - self.head_to_outputs(head))
+        return coupled + self.feature_damping * vector
+
+
+def head_block_fisher(
+    head: LinearHead,
+    damping: HeadParts,
+    index: Tensor | None = None,
+    reduce: Reduce | None = None,
+    rows: int | None = None,
+) -> HeadBlockFisher:
+    """Linearise the features and factor the head block ``H ⊗ A`` (``A`` reduced, in float64).
+
+    ``damping`` holds the damping split by role (its head part must be one value); ``rows``
+    is the expected number of feature rows, checked when given.
+    """
+    reduce = reduce if reduce is not None else _identity
+    linear = linearize_features(head.features_fn, head.feature_params, index)
+    _check_features(linear.features, head.weight.shape[1], rows)
+    augmented = linear.features
+    if head.bias is not None:
+        augmented = torch.cat([augmented, augmented.new_ones(len(augmented), 1)], dim=1)
+    wide = augmented.double()
+    input_values, input_basis = torch.linalg.eigh(reduce(wide.T @ wide / len(wide)))
+    return HeadBlockFisher(
+        linear, augmented, head.weight.detach(), head.precision().to(augmented.device),
+        input_values.clamp(min=0.0), input_basis, _uniform(damping.head), damping.features,
+        reduce,
+    )  # fmt: skip
+
+
+def _identity(tensor: Tensor) -> Tensor:
+    return tensor
+
+
+def _uniform(head_damping: Tensor) -> float:
+    values = head_damping.flatten()
+    if not bool((values == values[0]).all()):
+        raise ValueError(
+            "LinearHead: the head's weight and bias have different damping "
+            f"({sorted(set(values.tolist()))}); the head is solved exactly in a Kronecker "
+            "eigenbasis, which needs one damping for both: put them in one param group"
+        )
+    return float(values[0])
+
+
+def split_damping(layout: HeadLayout, damping: float | Tensor, like: Tensor) -> HeadParts:
+    """Damping (a number, or a flat per-parameter vector) split like the parameters."""
+    if isinstance(damping, Tensor):
+        return layout.split(damping)
+    value = like.new_tensor(float(damping))
+    return HeadParts(value, value.reshape(1), value)
+
+
+# ---------------------------------------------------------------------- solve
+def linear_head_solve(
+    head: LinearHead,
+    params: Sequence[Tensor],
+    rhs: Tensor,
+    damping: float | Tensor = 0.0,
+    iters: int = 10,
+    tol: float = 1e-10,
+    index: Tensor | None = None,
+    reduce: Reduce | None = None,
+    num_samples: int | None = None,
+) -> CGResult:
+    r"""Solve ``(F + λ) s = rhs`` with the head and the diagonal block eliminated exactly.
+
+    Conjugate gradient runs on the Schur complement over ``head.feature_params``
+    (``iters`` products at most, stopping once its ``‖r‖² ≤ tol``); then
+    ``s_v = (F_vv + λ)⁻¹(rhs_v − F_vf s_f)`` and ``s_d = rhs_d / (c + λ)``. Since the head and
+    diagonal rows then hold exactly, the full residual ``rhs − (F + λ)s`` is the Schur
+    residual on the feature parameters and 0 elsewhere, so
+    ``sᵀ(F + λ)s = sᵀ(rhs − residual_vector)`` needs no further product.
+
+    Args:
+        head (LinearHead): the structure; see its conditions.
+        params (sequence of Tensor): the parameters, defining the flat order of ``rhs``.
+        rhs (Tensor): right-hand side, flat, e.g. ``−∇loss``.
+        damping (float or Tensor, optional): ``λ``, a number or a flat per-parameter vector;
+            equal over the head's weight and bias (default: 0).
+        iters (int, optional): Schur-complement CG iterations, ≥ 1 (default: 10).
+        tol (float, optional): CG stops once the squared residual is below it (default: 1e-10).
+        index (Tensor, optional): the samples whose Fisher is used; all when None.
+        reduce (callable, optional): averages a tensor over the ranks (weighted), for
+            data-parallel use; identity when None.
+        num_samples (int, optional): the batch size, to check the features' rows.
+
+    Returns:
+        CGResult: the solution in ``params``' flat order, the Schur CG iterations, its final
+        squared residual and the full residual vector.
+
+    Example:
+        >>> result = linear_head_solve(spec, params, -grad, damping=0.1, iters=10)
+        >>> step = result.solution
+    """
+    layout = HeadLayout(head, params)
+    damping_parts = split_damping(layout, damping, rhs)
+    system = head_block_fisher(head, damping_parts, index, reduce, _rows(index, num_samples))
+    parts = layout.split(rhs)
+    head_rhs = system.head_solve(parts.head)
+    schur_rhs = parts.features - system.outputs_to_features(system.head_to_outputs(head_rhs))
+    solve = conjugate_gradient_solve(system.schur_product, schur_rhs, iters, tol)
+    coupling = system.outputs_to_head(system.features_to_outputs(solve.solution))
+    solution = HeadParts(
+        solve.solution,
+        system.head_solve(parts.head - coupling),
+        parts.diagonal / (layout.diagonal_curvature.to(rhs.dtype) + damping_parts.diagonal),
+    )
+    residual = HeadParts(
+        solve.residual_vector, torch.zeros_like(parts.head), torch.zeros_like(parts.diagonal)
+    )
+    return CGResult(layout.join(solution), solve.iterations, solve.residual, layout.join(residual))
+
+
+def _rows(index: Tensor | None, num_samples: int | None) -> int | None:
+    return len(index) if index is not None else num_samples
+
+
+def linear_head_fisher_product(
+    head: LinearHead,
+    params: Sequence[Tensor],
+    index: Tensor | None = None,
+    reduce: Reduce | None = None,
+    num_samples: int | None = None,
+) -> Callable[[Tensor], Tensor]:
+    """``v -> F v`` (undamped, flat in ``params``' order) as the head structure describes it.
+
+    For checks and tests: the optimizer itself never multiplies by the whole ``F``.
+    """
+    layout = HeadLayout(head, params)
+    zero = head.weight.new_zeros(())
+    no_damping = HeadParts(zero, zero.reshape(1), zero)
+    system = head_block_fisher(head, no_damping, index, reduce, _rows(index, num_samples))
+
+    def product(vector: Tensor) -> Tensor:
+        parts = layout.split(vector)
+        outputs = system.features_to_outputs(parts.features) + system.head_to_outputs(parts.head)
+        diagonal = parts.diagonal * layout.diagonal_curvature.to(vector.dtype)
+        return layout.join(
+            HeadParts(
+                system.outputs_to_features(outputs), system.outputs_to_head(outputs), diagonal
+            )
+        )
+
+    return product
+
+
+def check_linear_head(
+    head: LinearHead, kl: Tensor, params: Sequence[Tensor], num_samples: int | None = None
+) -> None:
+    """Raise ValueError unless ``head`` reproduces the Hessian of ``kl`` on a probe vector.
+
+    One Hessian-vector product of ``kl`` (double backward) against
+    :func:`linear_head_fisher_product`, on this process's batch; relative tolerance 1e-3,
+    so it catches a wrong structure, not rounding. The probe comes from a private generator:
+    the global random state is untouched.
+    """
+    params = list(params)
+    size = sum(p.numel() for p in params)
+    generator = torch.Generator().manual_seed(0)
+    probe = torch.randn(size, generator=generator, dtype=torch.float64)
+    probe = probe.to(device=kl.device, dtype=params[0].dtype)
+    with torch.enable_grad():
+        expected = hessian_vector_product(kl, params)(probe)
+    got = linear_head_fisher_product(head, params, num_samples=num_samples)(probe)
+    error = float((got - expected).norm()) / max(float(expected.norm()), 1e-30)
+    if not math.isfinite(error) or error > CHECK_RELATIVE_TOLERANCE:
+        raise ValueError(
+            f"the closure's linear_head does not describe its KL: a Fisher product from it "
+            f"differs from the KL's Hessian by {error:.3g} (relative). It needs outputs exactly "
+            "linear in weight/bias, an output-space KL Hessian diag(output_precision) identical "
+            "for every sample, decoupled diagonal_curvature blocks, and kl = the mean over "
+            "samples of KL(old || new); see trust_region.LinearHead"
+        )
