@@ -204,7 +204,12 @@ def _allowed_values(field: FieldInfo) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trpo`` console script; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    return run_command(build_parser().parse_args(argv))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed command's ``args.handler``; errors become one stderr line and an exit
+    code (2 for bad arguments or config, 1 for training errors, 130 for Ctrl-C)."""
     try:
         return args.handler(args)
     except (UsageError, ConfigError) as error:
@@ -219,13 +224,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # --------------------------------------------------------------------------------- train
-def _train(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, agent_class: type[TRPO] = TRPO) -> int:
+    """``trpo train``; ``rl.train`` runs it with ``agent_class=DistributedTRPO``."""
     if args.resume is not None:
-        return _resume(args)
+        return _resume(args, agent_class)
     if args.target is None:
         raise UsageError("ENV_ID_OR_CONFIG_FILE is required (or --resume RUN_DIR)")
     config, preset, overridden = _resolve_train_config(args)
-    agent = _make_agent(config)
+    agent = _make_agent(config, agent_class)
     if not args.quiet:
         if preset is not None:
             print(_describe_preset(preset, overridden), flush=True)
@@ -285,7 +291,7 @@ def _progress(agent: TRPO, quiet: bool, tensorboard: bool) -> ProgressMode | Pro
     return TensorBoardProgress(make_progress(mode, agent.config.total_steps), log_dir)
 
 
-def _resume(args: argparse.Namespace) -> int:
+def _resume(args: argparse.Namespace, agent_class: type[TRPO] = TRPO) -> int:
     """``trpo train --resume RUN_DIR``: continue from config.yaml and the latest checkpoint."""
     given = {
         "ENV_ID_OR_CONFIG_FILE": args.target,
@@ -303,7 +309,7 @@ def _resume(args: argparse.Namespace) -> int:
     run_dir = args.resume
     with _checkpoint_warnings_as_lines():
         try:
-            agent = TRPO.resume(run_dir, total_steps=args.total_steps)
+            agent = agent_class.resume(run_dir, total_steps=args.total_steps)
         except CheckpointError as error:
             raise UsageError(f"--resume {run_dir!r}: {error}") from None
         config = agent.config
@@ -418,9 +424,9 @@ def _default_run_dir(env_id: str, seed: int) -> str:
     return str(candidate)
 
 
-def _make_agent(config: TRPOConfig) -> TRPO:
+def _make_agent(config: TRPOConfig, agent_class: type[TRPO] = TRPO) -> TRPO:
     try:
-        return TRPO(config)
+        return agent_class(config)
     except (gym.error.Error, TypeError, ValueError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         raise UsageError(
@@ -443,6 +449,8 @@ def _eval(args: argparse.Namespace) -> int:
         raise UsageError(f"RUN_DIR = {args.run_dir!r}: no {MODEL_FILE} in it (has training ended?)")
     try:
         agent = TRPO.load(model_path)
+    except CheckpointError as error:  # names the file and what is wrong with it
+        raise UsageError(str(error)) from None
     except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as error:
         raise UsageError(f"cannot load {str(model_path)!r}: {str(error).splitlines()[0]}") from None
     episodes = args.episodes or (1 if args.video else 10)

@@ -12,6 +12,7 @@ Wrapper stack, innermost first::
 
     gym.make(env_id) [FlattenObservation]   per sub-env, for Dict/Tuple/Discrete/n-d Box
     Sync/AsyncVectorEnv(autoreset_mode=NEXT_STEP)
+    RefuseNonFinite                         NaN/inf observations or rewards: a clear error
     RecordEpisodeStatistics                 raw returns and lengths of finished episodes
     NormalizeObservation                    optional, running mean/var (shared over envs)
     NormalizeReward                         optional, scales by the discounted-return std
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import math
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -31,20 +33,23 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
-from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv, VectorWrapper
 from gymnasium.vector.async_vector_env import AsyncState
 from gymnasium.wrappers import FlattenObservation
 from gymnasium.wrappers.vector import NormalizeObservation, NormalizeReward, RecordEpisodeStatistics
 
 from rl.atari import AtariConfig, make_gym_env
+from rl.errors import NonFiniteEnvError
 
 __all__ = [
     "EnvFactory",
     "FrozenObservationNormalizer",
+    "RefuseNonFinite",
     "VectorEnvs",
     "check_observation_space",
     "make_env_factory",
     "make_vector_envs",
+    "raise_first_non_finite",
     "raw_observation_space",
     "restore_reward_statistics",
     "reward_statistics",
@@ -167,12 +172,17 @@ class VectorEnvs:
         return self.env.single_action_space
 
     def close(self) -> None:
-        """Close the envs; AsyncVectorEnv workers are terminated, not waited on, when one
-        of them has died (closing would otherwise raise on its broken pipe)."""
+        """Close the envs. After a failed step of an AsyncVectorEnv (a worker raised or
+        died) the remaining workers are killed, not waited on: gymnasium's close would wait
+        for step results that never come."""
+        vector_env = self.env.unwrapped
+        if isinstance(vector_env, AsyncVectorEnv) and _failed(vector_env):
+            _kill_workers(vector_env)
+            return
         try:
             self.env.close()
         except (EOFError, OSError):
-            _terminate_workers(self.env.unwrapped)
+            _kill_workers(vector_env)
 
     def worker_failure(self) -> str | None:
         """For AsyncVectorEnv: which worker raised or died and how, after a failed step;
@@ -202,11 +212,27 @@ def _exit_status(exitcode: int) -> str:
     return f"exit code {exitcode}"
 
 
-def _terminate_workers(vector_env: VectorEnv) -> None:
-    """Close an AsyncVectorEnv whose pending step can never complete."""
-    if isinstance(vector_env, AsyncVectorEnv) and not vector_env.closed:
-        vector_env._state = AsyncState.DEFAULT  # the failed step will not be waited for
-        vector_env.close(terminate=True)
+def _failed(vector_env: AsyncVectorEnv) -> bool:
+    """A call left pending, a worker whose pipe gymnasium closed after it raised, or a dead
+    worker."""
+    return (
+        vector_env._state != AsyncState.DEFAULT
+        or any(pipe is None for pipe in vector_env.parent_pipes)
+        or any(process.exitcode is not None for process in vector_env.processes)
+    )
+
+
+def _kill_workers(vector_env: VectorEnv) -> None:
+    """Close an AsyncVectorEnv after a failure: SIGKILL its live workers (they ignore
+    SIGINT and SIGTERM while training, see ``rl.checkpoint.RecordingFactory``), then let
+    gymnasium close the pipes and join the processes without waiting on them."""
+    if not isinstance(vector_env, AsyncVectorEnv) or vector_env.closed:
+        return
+    for process in vector_env.processes:
+        if process.is_alive():
+            process.kill()
+    vector_env._state = AsyncState.DEFAULT  # the failed call will not be waited for
+    vector_env.close(terminate=True)
 
 
 def make_vector_envs(
@@ -231,6 +257,7 @@ def make_vector_envs(
     """
     vector_class = {"sync": SyncVectorEnv, "async": AsyncVectorEnv}[vector_mode]
     env: VectorEnv = vector_class([factory] * num_envs, autoreset_mode=AutoresetMode.NEXT_STEP)
+    env = RefuseNonFinite(env)
     env = episode_stats = RecordEpisodeStatistics(env, buffer_length=episode_window)
     obs_normalizer = reward_normalizer = None
     if normalize_observations:
@@ -238,6 +265,64 @@ def make_vector_envs(
     if normalize_rewards:
         env = reward_normalizer = NormalizeReward(env, gamma=gamma)
     return VectorEnvs(env, episode_stats, obs_normalizer, reward_normalizer)
+
+
+class RefuseNonFinite(VectorWrapper):
+    """Raises ``rl.errors.NonFiniteEnvError`` naming the sub-env when one returns a NaN or
+    infinite observation or reward, before the statistics wrappers above it average it in.
+
+    The screen is the sum of each array as one dot product with ones, about 1 µs (NaN or
+    ±inf for any NaN or ±inf; ``np.isfinite(x).all()`` costs about 2.5 µs); the exact search
+    runs only when it fires, so a sum that overflows (values near the dtype's maximum) costs
+    that search but raises nothing. Integer observations are not screened.
+    The error's ``vector_step`` is None here; ``rl.rollout`` fills it in.
+    """
+
+    def __init__(self, env: VectorEnv) -> None:
+        super().__init__(env)
+        self._ones: dict[tuple[int, ...], np.ndarray | None] = {}  # by shape; None: ints
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        observations, infos = self.env.reset(seed=seed, options=options)
+        self._check("observation", observations, on_reset=True)
+        return observations, infos
+
+    def step(self, actions: Any):
+        observations, rewards, terminated, truncated, infos = self.env.step(actions)
+        self._check("observation", observations)
+        self._check("reward", rewards)
+        return observations, rewards, terminated, truncated, infos
+
+    def _check(self, quantity: str, values: Any, on_reset: bool = False) -> None:
+        if type(values) is not np.ndarray:
+            return
+        ones = self._ones.get(values.shape, False)
+        if ones is False:  # first array of this shape (the spaces fix shapes and dtypes)
+            floating = values.dtype.kind == "f"
+            ones = self._ones[values.shape] = (
+                np.ones(values.size, values.dtype) if floating else None
+            )
+        if ones is None:
+            return
+        try:
+            screen = (values.reshape(-1) if values.ndim > 1 else values).dot(ones)
+        except RuntimeWarning:  # inf - inf or an overflow, under ``-W error``
+            screen = math.nan
+        if not math.isfinite(screen):
+            raise_first_non_finite(quantity, values.reshape(self.num_envs, -1), on_reset)
+
+
+def raise_first_non_finite(
+    quantity: str, values: np.ndarray, on_reset: bool = False, vector_step: int | None = None
+) -> None:
+    """Raise ``NonFiniteEnvError`` for the first sub-env (row of ``values``, ``(N, k)``)
+    holding a NaN or infinite value; return if there is none."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        env_index = int(bad.any(axis=1).argmax())
+        value = float(values[env_index][bad[env_index]][0])
+        step = -1 if on_reset else vector_step
+        raise NonFiniteEnvError(quantity, env_index, step, value)
 
 
 @dataclass(frozen=True)

@@ -35,12 +35,18 @@ class NonFiniteEnvError(TrainingError):
     Attributes:
         quantity (str): ``"observation"`` or ``"reward"``.
         env_index (int): the sub-env of the vector env.
-        vector_step (int): the vector step within the rollout, from 0; -1 for a reset.
+        vector_step (int or None): the vector step within the rollout, from 0; -1 for a
+            reset; None where unknown (outside ``rl.rollout``).
         value (float): the first non-finite value.
     """
 
     def __init__(
-        self, quantity: str, env_index: int, vector_step: int, value: float, message: str = ""
+        self,
+        quantity: str,
+        env_index: int,
+        vector_step: int | None,
+        value: float,
+        message: str = "",
     ) -> None:
         self.quantity, self.env_index = quantity, env_index
         self.vector_step, self.value = vector_step, value
@@ -50,9 +56,17 @@ class NonFiniteEnvError(TrainingError):
         )
 
     def _when(self) -> str:
+        if self.vector_step is None:
+            return "on a step"
         if self.vector_step < 0:
             return "on reset"
         return f"at vector step {self.vector_step + 1} of its rollout"
+
+    def at_vector_step(self, vector_step: int) -> NonFiniteEnvError:
+        """The same error at ``vector_step`` of the rollout (unless it came on a reset)."""
+        if self.vector_step is not None:
+            return self
+        return NonFiniteEnvError(self.quantity, self.env_index, vector_step, self.value)
 
     def located(self, env_name: str, step: int, iteration: int, num_envs: int) -> NonFiniteEnvError:
         """The same error with a message naming the env, the run's step and the iteration.
@@ -63,7 +77,7 @@ class NonFiniteEnvError(TrainingError):
             iteration (int): the iteration the rollout belongs to (from 1).
             num_envs (int): sub-envs per vector step.
         """
-        at_step = step + (self.vector_step + 1) * num_envs
+        at_step = step + (0 if self.vector_step is None else self.vector_step + 1) * num_envs
         message = (
             f"env {env_name!r} (sub-env {self.env_index}) returned a non-finite {self.quantity} "
             f"({self.value}) at step {at_step} (iteration {iteration}, {self._when()}); "

@@ -21,7 +21,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 from torch import Tensor
 
-from rl.envs import VectorEnvs
+from rl.envs import VectorEnvs, raise_first_non_finite
 from rl.errors import NonFiniteEnvError
 from rl.networks import fast_forward
 from rl.policies import Policy
@@ -65,12 +65,13 @@ def _storage_dtype(envs: VectorEnvs, policy: Policy) -> torch.dtype:
 
 class FiniteCheck:
     """Raises ``NonFiniteEnvError`` when vector step ``t`` stored a NaN or infinite
-    observation or reward, before the policy acts on it or a normalizer averages it further.
+    observation or reward in the float32 buffers, before the policy acts on it.
 
-    Checks the float32 buffer rows (so a finite float64 beyond float32's range counts too).
-    The screen is one dot product with zeros per row, about 1 µs (``0·x`` is 0 for finite
-    ``x`` and NaN for NaN or ±inf; ``np.isfinite(row).all()`` costs about 2.5 µs); the exact
-    search runs only when it fires. uint8 (image) observations are always finite.
+    ``rl.envs.RefuseNonFinite`` refuses NaN and infinities as the envs return them (naming
+    the sub-env before normalization spreads a NaN to all of them); this checks what is
+    stored, which a finite float64 beyond 3.4e38 or a normalization overflow still makes
+    infinite. The same screen, a dot product with ones per row, about 1 µs; uint8 (image)
+    observations are always finite.
 
     Args:
         observations (Tensor): the ``(T + 1, N, obs_dim)`` buffer (CPU).
@@ -84,38 +85,34 @@ class FiniteCheck:
             else None
         )
         self._rewards = rewards
-        self._observation_zeros = (
-            None if self._observations is None else np.zeros_like(self._observations[0])
+        self._observation_ones = (
+            None if self._observations is None else np.ones_like(self._observations[0])
         )
-        self._reward_zeros = np.zeros_like(rewards[0])
+        self._reward_ones = np.ones_like(rewards[0])
 
     def __call__(self, t: int) -> None:
         """Check ``observations[t + 1]`` and ``rewards[t]``."""
         try:
-            screen = self._rewards[t].dot(self._reward_zeros)
+            screen = self._rewards[t].dot(self._reward_ones)
             if self._observations is not None:
-                screen += self._observations[t + 1].dot(self._observation_zeros)
-        except RuntimeWarning:  # 0·inf under ``-W error``
+                screen += self._observations[t + 1].dot(self._observation_ones)
+        except RuntimeWarning:  # inf - inf or an overflow, under ``-W error``
             screen = np.nan
         if not math.isfinite(screen):
             self._raise_first(t)
 
     def check_reset(self) -> None:
-        """Check ``observations[0]`` after a reset (``vector_step`` -1 in the error)."""
+        """Check ``observations[0]`` after a reset."""
         if self._observations is not None and not np.isfinite(self._observations[0]).all():
             self._raise_first(-1)
 
     def _raise_first(self, t: int) -> None:
         num_envs = self._rewards.shape[1]
-        rows = [("reward", self._rewards[t].reshape(num_envs, 1))] if t >= 0 else []
         if self._observations is not None:
-            rows.insert(0, ("observation", self._observations[t + 1].reshape(num_envs, -1)))
-        for quantity, values in rows:
-            bad = ~np.isfinite(values)
-            if bad.any():
-                env_index = int(bad.any(axis=1).argmax())
-                value = float(values[env_index][bad[env_index]][0])
-                raise NonFiniteEnvError(quantity, env_index, t, value)
+            observations = self._observations[t + 1].reshape(num_envs, -1)
+            raise_first_non_finite("observation", observations, t < 0, t)
+        if t >= 0:
+            raise_first_non_finite("reward", self._rewards[t].reshape(num_envs, 1), False, t)
 
 
 class RolloutCollector:
@@ -182,7 +179,10 @@ class RolloutCollector:
                     network(self._observations[t].to(device)), False, generator
                 )
                 self._actions[t] = actions
-                step = env.step(distribution.to_env(actions))
+                try:
+                    step = env.step(distribution.to_env(actions))
+                except NonFiniteEnvError as error:  # from rl.envs.RefuseNonFinite
+                    raise error.at_vector_step(t) from None
                 observations, rewards, terminated, truncated, _ = step
                 self._observations[t + 1].copy_(torch.from_numpy(np.asarray(observations)))
                 self._rewards[t] = rewards

@@ -47,6 +47,7 @@ from rl.checkpoint import (
     RecordingFactory,
     StopOnSignals,
     atomic_torch_save,
+    check_world_size,
     load_plain_file,
     load_run,
     restore_agent,
@@ -144,6 +145,11 @@ class TRPO:
         array(0)
     """
 
+    # The torch.distributed group of a multi-process job (rl.distributed.DistributedTRPO
+    # sets it); a single process is a job of one rank, and the hooks marked "one rank of a
+    # job" below are then the identity.
+    process_group: Any = None
+
     def __init__(
         self,
         config: TRPOConfig,
@@ -176,6 +182,7 @@ class TRPO:
             accept_ratio=config.accept_ratio,
             fvp=config.fvp,
             fvp_subsample=config.fvp_subsample,
+            process_group=self.process_group,
         )
         self._policy_parameters = [
             p for group in self.policy_optimizer.param_groups for p in group["params"]
@@ -185,6 +192,7 @@ class TRPO:
         )
         self.action_generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.shuffle_generator = torch.Generator().manual_seed(config.seed + 1)
+        self.env_seed = config.seed  # training sub-env i is first reset with env_seed + i
 
         self.step = 0
         self.iteration = 0
@@ -267,22 +275,18 @@ class TRPO:
         display = (
             progress if isinstance(progress, Progress) else make_progress(progress, total_steps)
         )
-        files = RunFiles(config.run_dir) if config.run_dir is not None else None
+        files = self._run_files()
         if files is not None:
             files.write_config(config.to_yaml())
         envs = self._train_envs = self._make_envs(config.num_envs, training=True)
         self._restore_normalization(envs)
         collector = RolloutCollector(envs, self.policy, config.steps_per_env, self.action_generator)
-        collector.reset(seed=config.seed)
+        collector.reset(seed=self.env_seed)
         clock = _Clock(self.step, self._resume_training_envs(envs, collector))
         episodes_seen = int(envs.episode_stats.episode_count)
-        checkpoints = (
-            Checkpointer(self, files.directory, envs, collector, config.checkpoint_every)
-            if files is not None
-            else None
-        )
+        checkpoints = self._make_checkpointer(files, envs, collector)
         self.stopped_by = None
-        signals = StopOnSignals(active=files is not None).install()
+        signals = StopOnSignals(active=config.run_dir is not None).install()
         try:
             while self.step < total_steps:
                 row = self._iterate(collector)
@@ -298,12 +302,12 @@ class TRPO:
                     if files is not None:
                         files.append_eval(evaluation)
                     display.evaluation(evaluation)
-                self.stopped_by = signals.signal_name
+                self.stopped_by = self._stop_requested(signals)
                 if checkpoints is not None and (checkpoints.due() or self.stopped_by):
                     checkpoints.save(clock.time())
                 if callback is not None and callback(self, row) is False:
                     break
-                self.stopped_by = signals.signal_name  # a signal may come during the callback
+                self.stopped_by = self._stop_requested(signals)  # one may come in the callback
                 if self.stopped_by:
                     break
             if checkpoints is not None:
@@ -352,7 +356,7 @@ class TRPO:
         rollout = self._collect(collector)
         rollout_seconds = time.perf_counter() - iteration_start
         metrics = self._update(rollout)
-        self.step += self.config.steps_per_iteration
+        self.step += self.steps_per_iteration
         self.iteration += 1
         return {
             "step": self.step,
@@ -406,33 +410,27 @@ class TRPO:
         batch_actions = rollout.actions.to(device).flatten(0, 1)[valid]
         batch_advantages = advantages.flatten()[valid]
         batch_returns = returns.flatten()[valid]
-        if config.normalize_advantages and batch_advantages.numel() > 1:
-            batch_advantages = (batch_advantages - batch_advantages.mean()) / (
-                batch_advantages.std() + 1e-8
-            )
+        if config.normalize_advantages:
+            batch_advantages = self._normalize_advantages(batch_advantages)
         value_fit = (BackgroundCall if config.value_fit_in_background else ForegroundCall)(
-            fit_value,
-            self.value,
-            self.value_optimizer,
-            batch_observations,
-            batch_returns,
-            config.value.epochs,
-            config.value.minibatch_size,
-            self.shuffle_generator,
+            self._fit_value, batch_observations, batch_returns
         )
         batch = make_policy_batch(self.policy, batch_observations, batch_actions, batch_advantages)
         ggn_params = None if config.fvp == "hessian" else self._policy_parameters
         try:
-            result = self.policy_optimizer.step(make_policy_closure(self.policy, batch, ggn_params))
+            result = self.policy_optimizer.step(
+                make_policy_closure(self.policy, batch, ggn_params), num_samples=int(valid.numel())
+            )
         finally:
             value_loss = value_fit.result()
-        entropy = self.policy.distribution.entropy(batch.old_params).mean()
+        entropies = self.policy.distribution.entropy(batch.old_params)
+        statistics = self._batch_statistics(entropies, values.flatten()[valid], batch_returns)
         return {
-            "samples": int(valid.numel()),
+            "samples": statistics["samples"],
             "kl": float(result.kl),
-            "entropy": float(entropy),
+            "entropy": statistics["entropy"],
             "value_loss": value_loss,
-            "explained_variance": explained_variance(values.flatten()[valid], batch_returns),
+            "explained_variance": statistics["explained_variance"],
             "accepted": bool(result.accepted),
             "backtracks": int(result.backtracks),
             "step_fraction": float(result.step_fraction),
@@ -441,6 +439,57 @@ class TRPO:
             "cg_iterations": int(result.cg_iterations),
             "cg_residual": float(result.cg_residual),
             "reason": result.reason or None,
+        }
+
+    # ----------------------------------------------------------------- one rank of a job
+    @property
+    def steps_per_iteration(self) -> int:
+        """Env steps per iteration, all ranks together: ``config.steps_per_iteration`` here."""
+        return self.config.steps_per_iteration
+
+    def _run_files(self) -> RunFiles | None:
+        """The writer of ``config.run_dir`` (None without one)."""
+        return RunFiles(self.config.run_dir) if self.config.run_dir is not None else None
+
+    def _make_checkpointer(
+        self, files: RunFiles | None, envs: VectorEnvs, collector: RolloutCollector
+    ) -> Checkpointer | None:
+        if files is None:
+            return None
+        return Checkpointer(self, files.directory, envs, collector, self.config.checkpoint_every)
+
+    def _stop_requested(self, signals: StopOnSignals) -> str | None:
+        """The signal (``"SIGINT"``/``"SIGTERM"``) that asked training to stop, if any."""
+        return signals.signal_name
+
+    def _normalize_advantages(self, advantages: torch.Tensor) -> torch.Tensor:
+        """Standardise the batch's ``(M,)`` advantages (left as they are when ``M <= 1``)."""
+        if advantages.numel() <= 1:
+            return advantages
+        return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+    def _fit_value(self, observations: torch.Tensor, returns: torch.Tensor) -> float:
+        """This iteration's value fit (``rl.value.fit_value``); the last epoch's mean loss."""
+        settings = self.config.value
+        return fit_value(
+            self.value,
+            self.value_optimizer,
+            observations,
+            returns,
+            settings.epochs,
+            settings.minibatch_size,
+            self.shuffle_generator,
+        )
+
+    def _batch_statistics(
+        self, entropies: torch.Tensor, values: torch.Tensor, returns: torch.Tensor
+    ) -> dict[str, Any]:
+        """``samples``, mean ``entropy`` and ``explained_variance`` of the batch, from its
+        ``(M,)`` entropies before the step, values used by GAE and returns."""
+        return {
+            "samples": int(returns.numel()),
+            "entropy": float(entropies.mean()),
+            "explained_variance": explained_variance(values, returns),
         }
 
     def _episode_metrics(self, envs: VectorEnvs, finished: int) -> dict[str, Any]:
@@ -457,7 +506,7 @@ class TRPO:
         every = self.config.eval_every
         if every <= 0:
             return False
-        previous_step = self.step - self.config.steps_per_iteration
+        previous_step = self.step - self.steps_per_iteration
         crossed = self.step // every > previous_step // every
         return crossed or self.step >= total_steps
 
@@ -688,6 +737,8 @@ class TRPO:
             >>> agent.learn()  # doctest: +SKIP
         """
         config, checkpoint, path = load_run(run_dir, total_steps)
+        if checkpoint is not None:
+            check_world_size(checkpoint, run_dir, 1)
         agent = cls(config, env_fn=env_fn, policy=policy, value=value)
         if checkpoint is not None:
             restore_agent(agent, checkpoint)

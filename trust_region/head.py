@@ -335,18 +335,16 @@ class HeadBlockFisher:
     linear: LinearizedFeatures
     augmented: Tensor  # a, (n, k+1) or (n, k)
     weight: Tensor  # W, (out, k), detached
-    precision: Tensor  # h, (out,), float64
-    input_values: Tensor  # eigenvalues of A, (k+1,), float64
+    scaled_precision: Tensor  # h / n, (out, 1), in the features' dtype
     input_basis: Tensor  # eigenvectors of A, (k+1, k+1), float64
-    head_damping: float
+    head_denominator: Tensor  # h ⊗ eigenvalues(A) + λ, (out, k+1), float64
     feature_damping: float | Tensor
     reduce: Reduce
 
     def head_solve(self, block: Tensor) -> Tensor:
         """``(F_vv + λ)⁻¹ V`` for ``V`` ``(out, k+1)``, exactly, in float64."""
         rotated = block.double() @ self.input_basis
-        denominator = self.precision[:, None] * self.input_values[None, :] + self.head_damping
-        return ((rotated / denominator) @ self.input_basis.T).to(block.dtype)
+        return ((rotated / self.head_denominator) @ self.input_basis.T).to(block.dtype)
 
     def features_to_outputs(self, vector: Tensor) -> Tensor:
         """``W J v``, ``(n, out)``."""
@@ -358,14 +356,12 @@ class HeadBlockFisher:
 
     def outputs_to_features(self, tangent: Tensor) -> Tensor:
         """``(1/n) Σᵢ Jᵢᵀ Wᵀ H tᵢ``, reduced: a flat feature-parameter vector."""
-        weighted = (tangent * self.precision.to(tangent.dtype)) @ self.weight
-        flat = self.linear.vjp(weighted) / len(tangent)
+        flat = self.linear.vjp(tangent @ (self.scaled_precision * self.weight))
         return self.reduce(flat) if flat.numel() else flat
 
     def outputs_to_head(self, tangent: Tensor) -> Tensor:
         """``(1/n) Σᵢ H tᵢ aᵢᵀ``, reduced: ``(out, k+1)``."""
-        weighted = tangent * self.precision.to(tangent.dtype)
-        return self.reduce(weighted.T @ self.augmented / len(tangent))
+        return self.reduce(self.scaled_precision * (tangent.T @ self.augmented))
 
     def schur_product(self, vector: Tensor) -> Tensor:
         """``S v = (F_ff + λ) v − F_fv (F_vv + λ)⁻¹ F_vf v``: one ``J`` and one ``Jᵀ``."""
@@ -395,10 +391,12 @@ def head_block_fisher(
         augmented = torch.cat([augmented, augmented.new_ones(len(augmented), 1)], dim=1)
     wide = augmented.double()
     input_values, input_basis = torch.linalg.eigh(reduce(wide.T @ wide / len(wide)))
+    precision = head.precision().to(augmented.device)
+    denominator = precision[:, None] * input_values.clamp(min=0.0) + _uniform(damping.head)
+    scaled_precision = (precision / len(augmented)).to(augmented.dtype)[:, None]
     return HeadBlockFisher(
-        linear, augmented, head.weight.detach(), head.precision().to(augmented.device),
-        input_values.clamp(min=0.0), input_basis, _uniform(damping.head), damping.features,
-        reduce,
+        linear, augmented, head.weight.detach(), scaled_precision, input_basis, denominator,
+        damping.features, reduce,
     )  # fmt: skip
 
 

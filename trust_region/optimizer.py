@@ -264,9 +264,10 @@ class TrustRegionOptimizer(Optimizer):
             local_grad = flat_grad(loss, params, retain_graph=True)
             if global_state["step"] == 1:
                 _check_kl_at_start(kl, params, local_grad)
-                if mode == "ggn-head":
-                    assert ggn is not None and ggn.linear_head is not None
-                    check_linear_head(ggn.linear_head, kl, params, ggn.num_samples)
+            if mode == "ggn-head" and not global_state.get("linear_head_checked", False):
+                assert ggn is not None and ggn.linear_head is not None
+                check_linear_head(ggn.linear_head, kl, params, ggn.num_samples)
+                global_state["linear_head_checked"] = True
         loss_grad = reducer.mean(local_grad)
         grad_norm = float(loss_grad.norm())
         if not math.isfinite(grad_norm):

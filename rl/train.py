@@ -1,0 +1,76 @@
+"""``torchrun --nproc-per-node K -m rl.train ARGS``: one TRPO run on K processes.
+
+ARGS are exactly those of ``trpo train`` (an env id or config file, ``--total-steps``,
+``--seed``, ``--num-envs``, ``--run-dir``, ``--set key=value``, ``--quiet``,
+``--tensorboard``, or ``--resume RUN_DIR``). Each rank runs the config's ``num_envs`` envs
+and ``steps_per_iteration`` steps per iteration, so an iteration learns from K times the
+config's batch; ``total_steps`` counts the steps of all ranks (see ``rl.distributed``).
+Only rank 0 prints and writes the run directory. Backend: gloo on CPU, NCCL for CUDA
+tensors (``--set device=cuda``: rank r uses GPU ``LOCAL_RANK``).
+
+    torchrun --standalone --nproc-per-node 2 -m rl.train HalfCheetah-v5 --run-dir runs/hc2
+    torchrun --standalone --nproc-per-node 2 -m rl.train --resume runs/hc2
+    # several machines: the same command on each, with its --node-rank
+    torchrun --nnodes 8 --nproc-per-node 8 --node-rank N --rdzv-backend c10d \\
+        --rdzv-endpoint HOST:29400 --rdzv-id hc -m rl.train HalfCheetah-v5 --run-dir runs/hc64
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+from collections.abc import Iterator, Sequence
+
+import torch.distributed as dist
+
+from rl.cli import USAGE_ERROR, _train, build_parser, run_command
+from rl.distributed import DistributedTRPO, init_process_group_from_env, launched_by_torchrun
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``trpo train ARGS`` as one rank of a torchrun job; returns the exit code."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(["train", *arguments])  # --help, bad flags: exit here
+    if not launched_by_torchrun():
+        print(
+            "rl.train: error: start it with torchrun, e.g. torchrun --standalone "
+            "--nproc-per-node 2 -m rl.train ARGS (for one process: trpo train ARGS)",
+            file=sys.stderr,
+        )
+        return USAGE_ERROR
+    initialised_here = init_process_group_from_env()
+    try:
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+        args.handler = functools.partial(_train, agent_class=DistributedTRPO)
+        if rank != 0:  # rank 0 speaks for the job
+            args.quiet, args.tensorboard = True, False
+        with _stdout_silenced(rank != 0):
+            if not args.quiet:
+                print(
+                    f"rl.train: {world_size} ranks ({dist.get_backend()}), each with its own "
+                    "envs: an iteration learns from "
+                    f"{world_size} x steps_per_iteration steps; total_steps counts all ranks",
+                    flush=True,
+                )
+            return run_command(args)
+    finally:
+        if initialised_here:
+            dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def _stdout_silenced(silenced: bool) -> Iterator[None]:
+    """Send stdout to /dev/null when ``silenced`` (stderr, with any error, stays)."""
+    if not silenced:
+        yield
+        return
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        yield
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
