@@ -252,11 +252,11 @@ def fit_value_data_parallel(
     Returns:
         float: the job's mean minibatch loss of the last epoch; NaN if the fit was undone.
     """
-    num_samples = returns.shape[0]
-    counts = [torch.zeros(1, dtype=torch.int64, device=returns.device) for _ in range(
-        dist.get_world_size(group)
-    )]  # fmt: skip
-    dist.all_gather(counts, torch.tensor([num_samples], device=returns.device), group=group)
+    num_samples, device = returns.shape[0], returns.device
+    counts = [
+        torch.zeros(1, dtype=torch.int64, device=device) for _ in range(dist.get_world_size(group))
+    ]
+    dist.all_gather(counts, torch.tensor([num_samples], device=device), group=group)
     shares = minibatch_shares([int(c) for c in counts], minibatch_size)
     own_shares = shares[:, dist.get_rank(group)].tolist()
     parameters = [p for p in value.parameters() if p.requires_grad]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -42,26 +41,24 @@ def rows(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def spawn(worker, world_size: int, *args) -> None:
+def spawn(worker, world_size: int, directory: Path, *args) -> None:
+    """Start ``worker(rank, world_size, store, *args)`` in ``world_size`` fresh processes;
+    ``store`` is a new file in ``directory`` for the rendezvous (no port that a concurrent
+    test run could take)."""
+    store = str(directory / f"rendezvous-{worker.__name__}")
     mp.start_processes(
-        worker, args=(world_size, free_port(), *args), nprocs=world_size, start_method="spawn"
+        worker, args=(world_size, store, *args), nprocs=world_size, start_method="spawn"
     )
 
 
-def join_group(rank: int, world_size: int, port: int) -> None:
+def join_group(rank: int, world_size: int, store: str) -> None:
     """What torchrun does for each rank: its variables, then the default group."""
     os.environ.update(
         RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+        MASTER_ADDR="127.0.0.1", MASTER_PORT="0",
     )  # fmt: skip
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
 
 
 # ----------------------------------------------------------------- value fit, statistics
@@ -88,8 +85,8 @@ def statistics_data():
     return common, rank_batches
 
 
-def unit_worker(rank: int, world_size: int, port: int, out: str) -> None:
-    join_group(rank, world_size, port)
+def unit_worker(rank: int, world_size: int, store: str, out: str) -> None:
+    join_group(rank, world_size, store)
     try:
         value, observations, returns = value_problem()
         shard = slice(sum(SHARDS[:rank]), sum(SHARDS[: rank + 1]))
@@ -118,8 +115,9 @@ def unit_worker(rank: int, world_size: int, port: int, out: str) -> None:
 
 @pytest.fixture(scope="module")
 def unit_results(tmp_path_factory) -> list[dict]:
-    out = str(tmp_path_factory.mktemp("unit") / "rank")
-    spawn(unit_worker, 2, out)
+    directory = tmp_path_factory.mktemp("unit")
+    out = str(directory / "rank")
+    spawn(unit_worker, 2, directory, out)
     return [torch.load(f"{out}.{rank}", weights_only=False) for rank in range(2)]
 
 
@@ -183,10 +181,10 @@ def test_merged_normalization_statistics_are_those_of_all_ranks_samples(
 
 
 # ----------------------------------------------------------------- training runs
-def training_worker(rank: int, world_size: int, port: int, runs: list[list[str]]) -> None:
+def training_worker(rank: int, world_size: int, store: str, runs: list[list[str]]) -> None:
     from rl.train import main
 
-    join_group(rank, world_size, port)
+    join_group(rank, world_size, store)
     try:
         for arguments in runs:
             assert main(arguments) == 0, arguments
@@ -204,7 +202,7 @@ def two_rank_runs(tmp_path_factory) -> Path:
         [*TRAIN_ARGS, "--total-steps", str(2 * job_steps), "--run-dir", str(base / "b")],
         ["--resume", str(base / "b"), "--total-steps", str(4 * job_steps), "--quiet"],
     ]
-    spawn(training_worker, 2, runs)
+    spawn(training_worker, 2, base, runs)
     return base
 
 
@@ -256,7 +254,7 @@ def test_a_job_of_one_rank_is_the_single_process_bit_for_bit(tmp_path: Path) -> 
         "steps_per_iteration=512", "--set", "normalize_observations=true", "--set",
         "normalize_rewards=true", "--quiet",
     ]  # fmt: skip
-    spawn(training_worker, 1, [[*arguments, "--run-dir", str(tmp_path / "job")]])
+    spawn(training_worker, 1, tmp_path, [[*arguments, "--run-dir", str(tmp_path / "job")]])
     assert trpo_main(["train", *arguments, "--run-dir", str(tmp_path / "single")]) == 0
     assert rows(tmp_path / "job") == rows(tmp_path / "single")
     assert len(rows(tmp_path / "job")) == 4
