@@ -43,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return USAGE_ERROR
     initialised_here = init_process_group_from_env()
+    code = 1
     try:
         rank, world_size = dist.get_rank(), dist.get_world_size()
         args.handler = functools.partial(_train, agent_class=DistributedTRPO)
@@ -56,9 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{world_size} x steps_per_iteration steps; total_steps counts all ranks",
                     flush=True,
                 )
-            return run_command(args)
+            code = run_command(args)
+            return code
     finally:
         if initialised_here:
+            if code == 0:  # every rank got here: tear the group down together
+                dist.barrier()
             dist.destroy_process_group()
 
 

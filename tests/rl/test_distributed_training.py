@@ -6,6 +6,7 @@ with single-process references computed here.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import math
 import os
@@ -57,6 +58,7 @@ def join_group(rank: int, world_size: int, store: str) -> None:
         RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
         MASTER_ADDR="127.0.0.1", MASTER_PORT="0",
     )  # fmt: skip
+    faulthandler.enable(all_threads=True)  # a crash in a rank shows its threads' stacks
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
 
@@ -109,6 +111,7 @@ def unit_worker(rank: int, world_size: int, store: str, out: str) -> None:
             {"params": [p.detach() for p in value.parameters()], "loss": loss, "merged": merged},
             f"{out}.{rank}",
         )
+        dist.barrier()  # no rank tears the group down while another still talks to it
     finally:
         dist.destroy_process_group()
 
@@ -188,6 +191,7 @@ def training_worker(rank: int, world_size: int, store: str, runs: list[list[str]
     try:
         for arguments in runs:
             assert main(arguments) == 0, arguments
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
