@@ -121,7 +121,10 @@ class TRPOConfig(_Frozen):
         0.1, ge=0.0, le=1.0, description="Least actual/expected improvement accepted."
     )
     fvp: Literal["auto", "hessian", "ggn"] = Field(
-        "auto", description="Fisher-vector product mode of TrustRegionOptimizer."
+        "auto",
+        description="Fisher-vector product mode of TrustRegionOptimizer; with auto/ggn, "
+        "Gaussian MLP policies use the output-layer-eliminated solve (cg_iters then counts "
+        "its iterations).",
     )
     fvp_subsample: float = Field(
         1.0, gt=0.0, le=1.0, description="Fraction of the batch used for Fisher-vector products."
