@@ -72,6 +72,7 @@ from rl.progress import Progress, ProgressMode
 from rl.rollout import Rollout, RolloutCollector
 from rl.run_files import RunFiles
 from rl.trpo import TRPO
+from rl.value import MinibatchStepper
 from trust_region.distributed import broadcast_parameters, check_parameters_in_sync
 
 __all__ = [
@@ -259,20 +260,36 @@ def fit_value_data_parallel(
     dist.all_gather(counts, torch.tensor([num_samples], device=device), group=group)
     shares = minibatch_shares([int(c) for c in counts], minibatch_size)
     own_shares = shares[:, dist.get_rank(group)].tolist()
-    parameters = [p for p in value.parameters() if p.requires_grad]
+    stepper = MinibatchStepper(value, optimizer)
+    size = sum(p.numel() for p in stepper.parameters)
+    # The gradient (and the loss, riding along) in one flat buffer, weighted by this
+    # rank's share of the job's minibatch, summed over the ranks.
+    dtype = stepper.parameters[0].dtype if stepper.parameters else returns.dtype
+    flat = torch.zeros(size + 1, dtype=dtype, device=device)
+    flat_gradients = stepper.views(flat)
     saved_parameters = [p.detach().clone() for p in value.parameters()]
     saved_optimizer = copy.deepcopy(optimizer.state_dict())
     losses: list[Tensor] = []
-    for _ in range(epochs):
+    for epoch in range(epochs):
         losses = []
+        want_loss = epoch == epochs - 1
         order = torch.randperm(num_samples, generator=generator).to(returns.device)
         for j, share in enumerate(own_shares):
-            index = order[j * minibatch_size : (j + 1) * minibatch_size]
-            losses.append(
-                _data_parallel_step(
-                    value, optimizer, parameters, observations[index], returns[index], share, group
+            if j * minibatch_size < num_samples:
+                index = order[j * minibatch_size : (j + 1) * minibatch_size]
+                gradients, loss = stepper.gradients(
+                    observations[index], returns[index], want_loss, out=flat
                 )
-            )
+                if loss is not None:
+                    flat[-1] = loss
+            else:  # this rank's samples ran out before the others'
+                flat.zero_()
+                gradients = flat_gradients
+            flat.mul_(share)
+            dist.all_reduce(flat, group=group)
+            stepper.step(gradients)
+            if want_loss:
+                losses.append(flat[-1].clone())
     if not all(bool(torch.isfinite(p).all()) for p in value.parameters()):
         with torch.no_grad():
             for parameter, saved in zip(value.parameters(), saved_parameters, strict=True):
@@ -280,37 +297,6 @@ def fit_value_data_parallel(
         optimizer.load_state_dict(saved_optimizer)
         return float("nan")
     return float(torch.stack(losses).mean()) if losses else float("nan")
-
-
-def _data_parallel_step(
-    value: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    parameters: list[Tensor],
-    observations: Tensor,
-    returns: Tensor,
-    share: float,
-    group: dist.ProcessGroup,
-) -> Tensor:
-    """One Adam step on the job's minibatch, of which this rank holds ``(observations,
-    returns)`` with weight ``share``; returns the job's minibatch loss."""
-    if returns.numel() > 0:
-        loss = (value(observations) - returns).pow(2).mean()
-        gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
-    else:  # this rank's samples ran out before the others'
-        loss = torch.zeros((), dtype=parameters[0].dtype, device=parameters[0].device)
-        gradients = (None,) * len(parameters)
-    pieces = [
-        (torch.zeros_like(p) if g is None else g).reshape(-1)
-        for g, p in zip(gradients, parameters, strict=True)
-    ]
-    flat = torch.cat([*pieces, loss.detach().reshape(1)]) * share
-    dist.all_reduce(flat, group=group)
-    offset = 0
-    for parameter in parameters:
-        parameter.grad = flat[offset : offset + parameter.numel()].view_as(parameter)
-        offset += parameter.numel()
-    optimizer.step()
-    return flat[-1]
 
 
 # ------------------------------------------------------------------------- the agent

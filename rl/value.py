@@ -65,23 +65,31 @@ def fit_value(
     A fit that leaves a parameter NaN or infinite (finite but huge observations or returns
     can overflow float32) is undone: the parameters and the optimizer's state are restored.
 
+    For what ``make_value`` builds (an MLP with tanh or ReLU) under a plain
+    ``torch.optim.Adam``, the minibatch steps run through :class:`MinibatchStepper`'s fast
+    path: the same arithmetic as autograd and ``Adam.step`` (bit for bit, tested), in a
+    third of the time. Any other network or optimizer takes the autograd path.
+
     Returns:
         float: the mean minibatch loss of the last epoch; NaN if the fit was undone.
     """
     saved_parameters = [p.detach().clone() for p in value.parameters()]
     saved_optimizer = copy.deepcopy(optimizer.state_dict())
+    stepper = MinibatchStepper(value, optimizer)
     num_samples = returns.shape[0]
-    losses = []
-    for _ in range(epochs):
+    losses: list[Tensor] = []
+    for epoch in range(epochs):
         losses = []
+        want_loss = epoch == epochs - 1
         order = torch.randperm(num_samples, generator=generator).to(returns.device)
         for start in range(0, num_samples, minibatch_size):
+            # a fresh gather per minibatch (not slices of one shuffled copy): BLAS results
+            # can depend on the alignment of their inputs
             index = order[start : start + minibatch_size]
-            loss = (value(observations[index]) - returns[index]).pow(2).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.detach())
+            gradients, loss = stepper.gradients(observations[index], returns[index], want_loss)
+            stepper.step(gradients)
+            if want_loss:
+                losses.append(loss)
     if not all(bool(torch.isfinite(p).all()) for p in value.parameters()):
         with torch.no_grad():
             for parameter, saved in zip(value.parameters(), saved_parameters, strict=True):
@@ -89,6 +97,277 @@ def fit_value(
         optimizer.load_state_dict(saved_optimizer)
         return float("nan")
     return float(torch.stack(losses).mean()) if losses else float("nan")
+
+
+class MinibatchStepper:
+    """One minibatch of the value regression: the gradient of ``mean((V(x) − y)²)`` and
+    the optimizer's step on it, for ``fit_value`` and its data-parallel twin.
+
+    The value fit is hundreds of tiny steps per iteration (RL Zoo: 20 epochs × 16
+    minibatches of 128), so its cost is per-call overhead, not arithmetic. For an
+    ``nn.Sequential`` MLP of ``nn.Linear`` layers with tanh or ReLU between them and one
+    output, wrapped in ``ValueNetwork`` (what ``make_value`` builds), the fast path
+    writes the backward pass out (the matrix products autograd runs, into preallocated
+    buffers), and for a ``torch.optim.Adam`` with one parameter group and no weight decay,
+    AMSGrad, maximize, capturable, differentiable or fused mode it runs Adam's
+    single-tensor update (what ``Adam.step`` does on CPU) as a handful of ``_foreach``
+    calls. Both give the numbers of the autograd path exactly (tests compare the
+    parameters and the optimizer state with ``torch.equal`` after whole fits), at about a
+    third of its cost. Anything else takes the autograd path: ``loss.backward()`` and
+    ``optimizer.step()``.
+
+    Args:
+        value (nn.Module): ``(B, obs_dim) -> (B,)``.
+        optimizer (Optimizer): over ``value``'s parameters.
+    """
+
+    def __init__(self, value: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        self.value = value
+        self.optimizer = optimizer
+        self.parameters = [p for p in value.parameters() if p.requires_grad]
+        self._layers = _plain_mlp_layers(value)
+        # views of the live weights (updated in place), as F.linear's addmm takes them
+        self._transposed = [weight.t() for weight, _, _ in self._layers or ()]
+        self._adam = _ExactAdam.of(optimizer, self.parameters)
+        self._buffers: list[Tensor] | None = None
+        self._flat: Tensor | None = None  # the last ``out`` buffer and its views
+        self._flat_views: list[Tensor] = []
+
+    @property
+    def fast(self) -> bool:
+        """Whether both the backward pass and the optimizer step take the fast path."""
+        return self._layers is not None and self._adam is not None
+
+    def gradients(
+        self,
+        observations: Tensor,
+        returns: Tensor,
+        want_loss: bool = True,
+        out: Tensor | None = None,
+    ) -> tuple[list[Tensor | None], Tensor | None]:
+        """The gradient of the minibatch's mean squared error, one tensor per parameter
+        (in ``value.parameters()`` order), and the loss (None when not ``want_loss`` on the
+        fast path). With ``out`` (a flat buffer of at least the parameters' total size) the
+        gradients are views into it."""
+        if self._layers is None or observations.dim() != 2:
+            loss = (self.value(observations) - returns).pow(2).mean()
+            grads = torch.autograd.grad(loss, self.parameters, allow_unused=True)
+            if out is None:  # None for an unused parameter: Adam leaves it alone
+                return list(grads), loss.detach()
+            filled = [
+                torch.zeros_like(p) if g is None else g
+                for g, p in zip(grads, self.parameters, strict=True)
+            ]
+            return self._into(out, filled), loss.detach()
+        buffers = self._out_views(out) if out is not None else self._own_buffers()
+        with torch.no_grad():
+            return buffers, self._mlp_backward(observations, returns, want_loss, buffers)
+
+    def step(self, gradients: list[Tensor | None]) -> None:
+        """The optimizer's step with ``gradients`` (as returned by ``gradients``)."""
+        if self._adam is not None and all(g is not None for g in gradients):
+            self._adam.step(gradients)
+            return
+        for parameter, gradient in zip(self.parameters, gradients, strict=True):
+            parameter.grad = gradient
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def views(self, flat: Tensor) -> list[Tensor]:
+        """One view per parameter, shaped like it, into the flat buffer ``flat``."""
+        views, offset = [], 0
+        for parameter in self.parameters:
+            views.append(flat[offset : offset + parameter.numel()].view_as(parameter))
+            offset += parameter.numel()
+        return views
+
+    # ------------------------------------------------------------------------- internals
+    def _own_buffers(self) -> list[Tensor]:
+        if self._buffers is None:
+            self._buffers = [torch.empty_like(p) for p in self.parameters]
+        return self._buffers
+
+    def _out_views(self, flat: Tensor) -> list[Tensor]:
+        if self._flat is not flat:
+            self._flat, self._flat_views = flat, self.views(flat)
+        return self._flat_views
+
+    def _into(self, flat: Tensor, gradients: list[Tensor]) -> list[Tensor]:
+        views = self._out_views(flat)
+        for view, gradient in zip(views, gradients, strict=True):
+            view.copy_(gradient)
+        return views
+
+    def _mlp_backward(
+        self, x: Tensor, y: Tensor, want_loss: bool, gradients: list[Tensor]
+    ) -> Tensor | None:
+        """Forward and backward of the plain MLP, as autograd computes them: ``addmm``
+        per layer, the activation's own backward kernel, ``mm`` and ``sum`` for the weight
+        and bias gradients (``gradients`` is written in place)."""
+        layers = self._layers
+        assert layers is not None
+        inputs = [x]
+        for index, (_, bias, activation) in enumerate(layers):
+            x = torch.addmm(bias, x, self._transposed[index])
+            if activation is not None:
+                x = activation(x)
+            if index < len(layers) - 1:
+                inputs.append(x)
+        difference = x.squeeze(-1) - y
+        loss = difference.pow(2).mean() if want_loss else None
+        # d mean(d²)/d out = 2 d / B, in (B, 1): what autograd's pow and mean backward give.
+        grad = (difference * (2.0 / difference.shape[0])).unsqueeze(-1)
+        for index in range(len(layers) - 1, -1, -1):
+            weight, _, _ = layers[index]
+            torch.mm(grad.t(), inputs[index], out=gradients[2 * index])
+            torch.sum(grad, 0, out=gradients[2 * index + 1])
+            if index > 0:
+                activation = layers[index - 1][2]
+                grad = _ACTIVATION_BACKWARD[activation](torch.mm(grad, weight), inputs[index])
+        return loss
+
+
+def _plain_mlp_layers(
+    value: nn.Module,
+) -> list[tuple[Tensor, Tensor, Callable[[Tensor], Tensor] | None]] | None:
+    """``[(weight, bias, activation after it), ...]`` when ``value`` is a ``ValueNetwork``
+    wrapping an ``nn.Sequential`` of biased ``nn.Linear`` layers with tanh/ReLU between them
+    and one output, every parameter trainable and in that order; else None."""
+    network = value.network if isinstance(value, ValueNetwork) else value
+    if not isinstance(network, nn.Sequential) or len(network) == 0:
+        return None
+    layers: list[tuple[Tensor, Tensor, Callable[[Tensor], Tensor] | None]] = []
+    expect_linear = True
+    for module in network:
+        if expect_linear:
+            if type(module) is not nn.Linear or module.bias is None:
+                return None
+            layers.append((module.weight, module.bias, None))
+        else:
+            activation = _ACTIVATIONS.get(type(module))
+            if activation is None:
+                return None
+            weight, bias, _ = layers[-1]
+            layers[-1] = (weight, bias, activation)
+        expect_linear = not expect_linear
+    weight, _, last_activation = layers[-1]
+    if not isinstance(value, ValueNetwork) or last_activation is not None or weight.shape[0] != 1:
+        return None
+    parameters = [p for layer in layers for p in layer[:2]]
+    if not _same_tensors(list(value.parameters()), parameters):
+        return None
+    if not all(p.requires_grad for p in parameters):
+        return None
+    return layers
+
+
+def _same_tensors(first: list[Tensor], second: list[Tensor]) -> bool:
+    return len(first) == len(second) and all(a is b for a, b in zip(first, second, strict=True))
+
+
+_ACTIVATIONS: dict[type, Callable[[Tensor], Tensor]] = {nn.Tanh: torch.tanh, nn.ReLU: torch.relu}
+_Activation = Callable[[Tensor], Tensor]
+# activation -> (grad of its output, its output) -> grad of its input, autograd's kernels
+_ACTIVATION_BACKWARD: dict[_Activation | None, Callable[[Tensor, Tensor], Tensor]] = {
+    torch.tanh: torch.ops.aten.tanh_backward.default,
+    torch.relu: lambda grad, out: torch.ops.aten.threshold_backward.default(grad, out, 0),
+}
+
+
+class _ExactAdam:
+    """``torch.optim.Adam``'s single-tensor update on its own state, with one call per
+    operation for all parameters (``_foreach`` ops run the same per-tensor kernels on
+    CPU). Only built for a plain Adam (see ``MinibatchStepper``)."""
+
+    def __init__(self, optimizer: torch.optim.Adam, parameters: list[Tensor]) -> None:
+        self.optimizer = optimizer
+        self.parameters = parameters
+        self.group = optimizer.param_groups[0]
+        self._cached: tuple[list[Tensor], list[Tensor], list[Tensor]] | None = None
+        self._step = 0.0  # the value of every ``state["step"]`` (float32 counts integers exactly)
+
+    @classmethod
+    def of(cls, optimizer: torch.optim.Optimizer, parameters: list[Tensor]) -> _ExactAdam | None:
+        if type(optimizer) is not torch.optim.Adam or len(optimizer.param_groups) != 1:
+            return None
+        group = optimizer.param_groups[0]
+        plain = (
+            group.get("weight_decay", 0) == 0
+            and not group.get("amsgrad", False)
+            and not group.get("maximize", False)
+            and not group.get("capturable", False)
+            and not group.get("differentiable", False)
+            and not group.get("fused", False)
+            and not isinstance(group["lr"], Tensor)
+            and not any(isinstance(beta, Tensor) for beta in group["betas"])
+        )
+        if not plain or not parameters or not _same_tensors(list(group["params"]), parameters):
+            return None
+        if any(p.is_complex() or p.is_sparse for p in parameters):
+            return None
+        if optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks:
+            return None
+        return cls(optimizer, parameters)
+
+    def _state(self) -> tuple[list[Tensor], list[Tensor], list[Tensor]] | None:
+        """``(steps, exp_avgs, exp_avg_sqs)``, created as ``Adam`` creates them on its first
+        step; None for a state this replica does not handle (then ``Adam.step`` runs)."""
+        if self._cached is not None:
+            return self._cached
+        states = [self.optimizer.state[p] for p in self.parameters]
+        if all(len(state) == 0 for state in states):
+            for parameter, state in zip(self.parameters, states, strict=True):
+                state["step"] = torch.tensor(0.0, dtype=torch.get_default_dtype(), device="cpu")
+                state["exp_avg"] = torch.zeros_like(parameter, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(
+                    parameter, memory_format=torch.preserve_format
+                )
+        elif not all({"step", "exp_avg", "exp_avg_sq"} <= state.keys() for state in states):
+            return None
+        steps = [state["step"] for state in states]
+        if any(step.device.type != "cpu" for step in steps) or len({float(s) for s in steps}) != 1:
+            return None
+        self._step = float(steps[0])
+        self._cached = steps, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
+        return self._cached
+
+    def step(self, gradients: list[Tensor]) -> None:
+        """``Adam.step`` with these gradients (the parameters' ``.grad`` is not used)."""
+        state = self._state()
+        if state is None:  # a state this replica does not keep: let Adam do it
+            for parameter, gradient in zip(self.parameters, gradients, strict=True):
+                parameter.grad = gradient
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            return
+        steps, exp_avgs, exp_avg_sqs = state
+        with torch.no_grad():
+            self._update(steps, exp_avgs, exp_avg_sqs, gradients)
+
+    def _update(
+        self,
+        steps: list[Tensor],
+        exp_avgs: list[Tensor],
+        exp_avg_sqs: list[Tensor],
+        gradients: list[Tensor],
+    ) -> None:
+        group = self.group
+        beta1, beta2 = group["betas"]
+        lr, eps = group["lr"], group["eps"]
+        torch._foreach_add_(steps, 1)
+        self._step += 1.0
+        step = self._step if self._step < 2**24 else steps[0].item()  # float32 stops there
+        bias_correction1 = 1 - beta1**step
+        bias_correction2 = 1 - beta2**step
+        step_size = lr / bias_correction1
+        bias_correction2_sqrt = bias_correction2**0.5
+        torch._foreach_lerp_(exp_avgs, gradients, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, gradients, gradients, 1 - beta2)
+        denominators = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denominators, bias_correction2_sqrt)
+        torch._foreach_add_(denominators, eps)
+        torch._foreach_addcdiv_(self.parameters, exp_avgs, denominators, -step_size)
 
 
 def explained_variance(predictions: Tensor, targets: Tensor) -> float:
