@@ -16,6 +16,9 @@ Wrapper stack, innermost first::
     RecordEpisodeStatistics                 raw returns and lengths of finished episodes
     NormalizeObservation                    optional, running mean/var (shared over envs)
     NormalizeReward                         optional, scales by the discounted-return std
+
+(the three statistics wrappers are gymnasium's, subclassed as ``Lean*`` to cost fewer
+numpy calls per step: the same numbers, see ``update_running_moments``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from gymnasium import spaces
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv, VectorWrapper
 from gymnasium.vector.async_vector_env import AsyncState
 from gymnasium.wrappers import FlattenObservation
+from gymnasium.wrappers.utils import RunningMeanStd
 from gymnasium.wrappers.vector import NormalizeObservation, NormalizeReward, RecordEpisodeStatistics
 
 from rl.atari import AtariConfig, make_gym_env
@@ -44,6 +48,9 @@ from rl.errors import NonFiniteEnvError
 __all__ = [
     "EnvFactory",
     "FrozenObservationNormalizer",
+    "LeanNormalizeObservation",
+    "LeanNormalizeReward",
+    "LeanRecordEpisodeStatistics",
     "RefuseNonFinite",
     "VectorEnvs",
     "check_observation_space",
@@ -53,6 +60,7 @@ __all__ = [
     "raw_observation_space",
     "restore_reward_statistics",
     "reward_statistics",
+    "update_running_moments",
 ]
 
 EnvFactory = Callable[[], gym.Env]
@@ -258,13 +266,120 @@ def make_vector_envs(
     vector_class = {"sync": SyncVectorEnv, "async": AsyncVectorEnv}[vector_mode]
     env: VectorEnv = vector_class([factory] * num_envs, autoreset_mode=AutoresetMode.NEXT_STEP)
     env = RefuseNonFinite(env)
-    env = episode_stats = RecordEpisodeStatistics(env, buffer_length=episode_window)
+    env = episode_stats = LeanRecordEpisodeStatistics(env, buffer_length=episode_window)
     obs_normalizer = reward_normalizer = None
     if normalize_observations:
-        env = obs_normalizer = NormalizeObservation(env)
+        env = obs_normalizer = LeanNormalizeObservation(env)
     if normalize_rewards:
-        env = reward_normalizer = NormalizeReward(env, gamma=gamma)
+        env = reward_normalizer = LeanNormalizeReward(env, gamma=gamma)
     return VectorEnvs(env, episode_stats, obs_normalizer, reward_normalizer)
+
+
+# --------------------------------------------------------------- the statistics wrappers
+# gymnasium's vector RecordEpisodeStatistics, NormalizeObservation and NormalizeReward
+# cost about 80 µs per vector step of 2 envs (a HalfCheetah-v5 step of both is about 100
+# µs): np.mean and np.var on a (2, 17) batch are Python functions around a few ufuncs,
+# and the masked updates index arrays several times per step. The Lean subclasses give
+# the same numbers (bit for bit, tested against gymnasium's) with fewer numpy calls: the
+# ufuncs that np.mean/np.var run, called directly, and the masking skipped on the steps
+# (almost all of them) where no sub-env is in a NEXT_STEP reset slot. They keep the
+# wrappers' attributes (obs_rms, return_rms, accumulated_reward, the episode queues), so
+# checkpoints and the rest of rl read and restore them as before.
+
+
+def update_running_moments(statistics: RunningMeanStd, batch: np.ndarray) -> None:
+    """``statistics.update(batch)`` (gymnasium's RunningMeanStd), the same numbers.
+
+    ``np.mean(batch, axis=0)`` and ``np.var(batch, axis=0)`` are the ufunc calls below
+    (numpy's ``_mean``/``_var`` for floating arrays); other dtypes go through ``update``.
+    """
+    if type(batch) is not np.ndarray or batch.dtype.kind != "f" or batch.ndim == 0:
+        statistics.update(batch)
+        return
+    count = np.intp(batch.shape[0])  # numpy divides by an intp count
+    mean = np.add.reduce(batch, axis=0, keepdims=True)
+    np.true_divide(mean, count, out=mean, casting="unsafe")
+    deviations = np.subtract(batch, mean)
+    np.square(deviations, out=deviations)
+    variance = np.add.reduce(deviations, axis=0)
+    if type(variance) is np.ndarray:
+        np.true_divide(variance, count, out=variance, casting="unsafe")
+    else:  # a full reduction gives a numpy scalar, divided as numpy's _var divides it
+        variance = variance.dtype.type(variance / count)
+    statistics.update_from_moments(mean[0], variance, batch.shape[0])  # an int, as update
+
+
+class LeanRecordEpisodeStatistics(RecordEpisodeStatistics):
+    """gymnasium's vector RecordEpisodeStatistics (NEXT_STEP autoreset), the same
+    statistics with fewer numpy calls on steps that follow no episode end."""
+
+    def step(self, actions: Any):
+        if self._autoreset_mode != AutoresetMode.NEXT_STEP or self.prev_dones.any():
+            return super().step(actions)
+        observations, rewards, terminations, truncations, infos = self.env.step(actions)
+        # No sub-env is in a reset slot: every one adds its reward and a step.
+        self.episode_returns += rewards
+        self.episode_lengths += 1
+        self.prev_dones = dones = np.logical_or(terminations, truncations)
+        if dones.any():
+            self._record_finished(dones, infos)
+        return observations, rewards, terminations, truncations, infos
+
+    def _record_finished(self, dones: np.ndarray, infos: dict[str, Any]) -> None:
+        """What RecordEpisodeStatistics.step does when episodes end (NEXT_STEP mode)."""
+        if self._stats_key in infos or f"_{self._stats_key}" in infos:
+            raise ValueError(
+                f"Attempted to add episode stats with key '{self._stats_key}' but this key "
+                f"already exists in info: {list(infos.keys())}"
+            )
+        episode_time_length = np.round(time.perf_counter() - self.episode_start_times, 6)
+        infos[self._stats_key] = {
+            "r": np.where(dones, self.episode_returns, 0.0),
+            "l": np.where(dones, self.episode_lengths, 0),
+            "t": np.where(dones, episode_time_length, 0.0),
+        }
+        infos[f"_{self._stats_key}"] = dones
+        self.episode_count += np.sum(dones)
+        for i in np.where(dones):
+            self.time_queue.extend(episode_time_length[i])
+            self.return_queue.extend(self.episode_returns[i])
+            self.length_queue.extend(self.episode_lengths[i])
+
+
+class LeanNormalizeObservation(NormalizeObservation):
+    """gymnasium's vector NormalizeObservation, the same numbers with fewer numpy calls."""
+
+    def observations(self, observations: np.ndarray) -> np.ndarray:
+        if self._update_running_mean:
+            update_running_moments(self.obs_rms, observations)
+        return (
+            (observations - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + self.epsilon)
+        ).astype(np.float32)
+
+
+class LeanNormalizeReward(NormalizeReward):
+    """gymnasium's vector NormalizeReward (NEXT_STEP autoreset), the same numbers with fewer
+    numpy calls."""
+
+    def step(self, actions: Any):
+        if self._autoreset_mode != AutoresetMode.NEXT_STEP:
+            return super().step(actions)
+        observations, rewards, terminated, truncated, infos = self.env.step(actions)
+        accumulated = self.accumulated_reward
+        if self._prev_dones.any():  # some sub-envs are in a reset slot: they stand still
+            active = ~self._prev_dones.astype(bool)
+            accumulated[active] = (
+                accumulated[active] * self.gamma * (1 - terminated[active]) + rewards[active]
+            )
+            if self._update_running_mean and active.any():
+                update_running_moments(self.return_rms, accumulated[active])
+        else:
+            accumulated[...] = accumulated * self.gamma * (1 - terminated) + rewards
+            if self._update_running_mean:
+                update_running_moments(self.return_rms, accumulated)
+        self._prev_dones = np.logical_or(terminated, truncated).astype(np.float32)
+        scaled = rewards / np.sqrt(self.return_rms.var + self.epsilon)
+        return observations, scaled, terminated, truncated, infos
 
 
 class RefuseNonFinite(VectorWrapper):
