@@ -11,6 +11,18 @@ import resource
 import time
 
 import rl
+from rl.progress import Progress
+
+
+class RowRecorder(Progress):
+    """Keeps every metrics row; shows nothing."""
+
+    def __init__(self, total_steps: int) -> None:
+        super().__init__(total_steps)
+        self.rows: list[dict] = []
+
+    def iteration(self, row: dict) -> None:
+        self.rows.append(row)
 
 
 def main() -> None:
@@ -32,10 +44,10 @@ def main() -> None:
         eval_episodes=args.eval_episodes, run_dir=args.run_dir, torch_threads=1,
     ).with_overrides(args.set)  # fmt: skip
     agent = rl.TRPO(config)
-    rows: list[dict] = []
-    start = time.perf_counter()
-    agent.learn(progress="none", callback=lambda _agent, row: rows.append(row) and None,
-                final_evaluation=False)  # fmt: skip
+    recorder = RowRecorder(args.steps)  # not a callback: one would keep the value fit from
+    start = time.perf_counter()  # running beside the next rollout (see TRPO.learn)
+    agent.learn(progress=recorder, final_evaluation=False)
+    rows = recorder.rows
     elapsed = time.perf_counter() - start
     steps = rows[-1]["step"]
     training_seconds = steps / rows[-1]["fps"]  # evaluations are kept out of fps

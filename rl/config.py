@@ -148,7 +148,9 @@ class TRPOConfig(_Frozen):
     value_fit_in_background: bool = Field(
         True,
         description="Fit the value function in a background thread while the policy step "
-        "runs: the two are independent, so the result is the same, in less wall time.",
+        "and, when the fit runs without the GIL (the MLP value function, float32 on CPU), the "
+        "next rollout run: they are independent, so the result is the same, in less wall "
+        "time.",
     )
     checkpoint_every: int = Field(
         10,

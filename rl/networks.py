@@ -64,8 +64,7 @@ def fast_forward(network: nn.Module) -> Callable[[Tensor], Tensor]:
     updates are seen. Any other network is returned as it is.
     """
     if not isinstance(network, nn.Sequential) or not all(
-        (isinstance(layer, nn.Linear) and layer.bias is not None)
-        or type(layer) in _ELEMENTWISE
+        (isinstance(layer, nn.Linear) and layer.bias is not None) or type(layer) in _ELEMENTWISE
         for layer in network
     ):
         return network

@@ -75,6 +75,7 @@ from rl.surrogate import make_policy_batch, make_policy_closure
 from rl.value import (
     BackgroundCall,
     ForegroundCall,
+    MinibatchStepper,
     ValueNetwork,
     explained_variance,
     fit_value,
@@ -204,6 +205,11 @@ class TRPO:
         self._resume_state: dict[str, Any] | None = None  # env/RNG state for the next learn
         self._train_envs: VectorEnvs | None = None
         self._eval_envs: VectorEnvs | None = None
+        # The value fit of the last iteration while it runs beside the next rollout (see
+        # learn), and the metrics row that waits for its loss.
+        self._value_fit: BackgroundCall | ForegroundCall | None = None
+        self._value_fit_row: dict[str, Any] | None = None
+        self._defer_value_fit = False  # set by learn
 
     # ----------------------------------------------------------------------------- building
     def _build_policy(self, policy: nn.Module | None) -> Policy:
@@ -267,6 +273,16 @@ class TRPO:
             callback (callable, optional): ``callback(agent, row)`` after each iteration
                 (and its evaluation, if any); returning ``False`` stops training there.
 
+        With ``config.value_fit_in_background`` (the default) and a value fit that runs
+        without the GIL (``rl.value.MinibatchStepper.scripted``: the MLP value function
+        under Adam, float32 on CPU), an iteration's value fit runs beside the next
+        rollout, which needs only the policy; the next GAE waits for it. What is learned is
+        the same, bit for bit. The iteration's metrics row then reaches metrics.jsonl and
+        the progress display once its fit is done, after that rollout. An iteration that
+        evaluates, saves a checkpoint, stops or ends training waits for its fit instead, and
+        so does every iteration when a ``callback`` is given (it sees the agent with the
+        fit done).
+
         Returns:
             TRPO: ``self``, trained.
         """
@@ -287,23 +303,36 @@ class TRPO:
         checkpoints = self._make_checkpointer(files, envs, collector)
         self.stopped_by = None
         signals = StopOnSignals(active=config.run_dir is not None).install()
+        overlap = self._defer_value_fit = self._value_fit_overlaps_rollout() and callback is None
+        waiting: dict[str, Any] | None = None  # a row whose value fit ran beside this rollout
         try:
             while self.step < total_steps:
-                row = self._iterate(collector)
+                row = self._iterate(collector)  # joins the previous value fit before its GAE
+                if waiting is not None:
+                    self._write_row(files, display, waiting)
+                    waiting = None
                 finished = int(envs.episode_stats.episode_count) - episodes_seen
                 episodes_seen += finished
                 row |= self._episode_metrics(envs, finished) | clock.rates(self.step)
-                if files is not None:
-                    files.append_metrics(row)
-                display.iteration(row)
+                self._value_fit_row = row
                 last = self.step >= total_steps
-                if self._evaluation_due(total_steps) or (last and final_evaluation):
+                evaluate = self._evaluation_due(total_steps) or (last and final_evaluation)
+                self.stopped_by = self._stop_requested(signals)
+                save = checkpoints is not None and (checkpoints.due() or bool(self.stopped_by))
+                if overlap and not (last or evaluate or save or self.stopped_by):
+                    # Nothing reads the value function before the next GAE: let its fit run
+                    # beside the next rollout; this row is written once the fit is done.
+                    waiting = row
+                    continue
+                self._join_value_fit()
+                self._write_row(files, display, row)
+                if evaluate:
                     evaluation = self._evaluate_during_training(clock)
                     if files is not None:
                         files.append_eval(evaluation)
                     display.evaluation(evaluation)
-                self.stopped_by = self._stop_requested(signals)
-                if checkpoints is not None and (checkpoints.due() or self.stopped_by):
+                if save:
+                    assert checkpoints is not None
                     checkpoints.save(clock.time())
                 if callback is not None and callback(self, row) is False:
                     break
@@ -314,8 +343,10 @@ class TRPO:
                 checkpoints.save(clock.time())
         except BaseException:
             display.abort()
+            self._join_value_fit(raise_error=False)
             raise
         finally:
+            self._defer_value_fit = False
             signals.uninstall()
             self._freeze_normalization(envs)
             envs.close()
@@ -349,6 +380,39 @@ class TRPO:
                 stacklevel=3,
             )
         return float(checkpoint["progress"]["time"])
+
+    def _write_row(self, files: RunFiles | None, display: Progress, row: dict[str, Any]) -> None:
+        """Append ``row`` to metrics.jsonl and show it."""
+        if files is not None:
+            files.append_metrics(row)
+        display.iteration(row)
+
+    def _value_fit_overlaps_rollout(self) -> bool:
+        """Whether ``learn`` may leave an iteration's value fit running beside the next
+        rollout: with ``value_fit_in_background``, when the fit runs as one TorchScript call
+        (``rl.value.MinibatchStepper.scripted``), which does not hold the GIL. A fit in
+        Python would contend with the rollout for the GIL and slow it down more (measured).
+        """
+        if not self.config.value_fit_in_background:
+            return False
+        return MinibatchStepper(self.value, self.value_optimizer).scripted
+
+    def _join_value_fit(self, raise_error: bool = True) -> float | None:
+        """Wait for the running value fit, if any, put its loss in the metrics row that
+        waits for it (if one does) and return it."""
+        value_fit, self._value_fit = self._value_fit, None
+        if value_fit is None:
+            return None
+        try:
+            loss = value_fit.result()
+        except BaseException:
+            if raise_error:
+                raise
+            return None
+        if self._value_fit_row is not None:
+            self._value_fit_row["value_loss"] = loss
+            self._value_fit_row = None
+        return loss
 
     def _iterate(self, collector: RolloutCollector) -> dict[str, Any]:
         """Collect one rollout and update the policy and the value function."""
@@ -391,6 +455,7 @@ class TRPO:
     def _update(self, rollout: Rollout) -> dict[str, Any]:
         """GAE, one trust-region policy step and the value fit, on the valid slots only."""
         config, device = self.config, self.device
+        self._join_value_fit()  # the previous iteration's, if it ran beside this rollout
         horizon, num_envs = rollout.rewards.shape
         observations = rollout.observations.to(device)
         with torch.no_grad():
@@ -412,7 +477,8 @@ class TRPO:
         batch_returns = returns.flatten()[valid]
         if config.normalize_advantages:
             batch_advantages = self._normalize_advantages(batch_advantages)
-        value_fit = (BackgroundCall if config.value_fit_in_background else ForegroundCall)(
+        self._value_fit_row = None
+        self._value_fit = (BackgroundCall if config.value_fit_in_background else ForegroundCall)(
             self._fit_value, batch_observations, batch_returns
         )
         batch = make_policy_batch(self.policy, batch_observations, batch_actions, batch_advantages)
@@ -421,8 +487,11 @@ class TRPO:
             result = self.policy_optimizer.step(
                 make_policy_closure(self.policy, batch, ggn_params), num_samples=int(valid.numel())
             )
-        finally:
-            value_loss = value_fit.result()
+        except BaseException:
+            self._join_value_fit(raise_error=False)
+            raise
+        # learn may leave the fit running (then it fills value_loss in when done)
+        value_loss = None if self._defer_value_fit else self._join_value_fit()
         entropies = self.policy.distribution.entropy(batch.old_params)
         statistics = self._batch_statistics(entropies, values.flatten()[valid], batch_returns)
         return {

@@ -1,7 +1,5 @@
 """Two gloo ranks on CPU take exactly the step one process takes on the whole batch."""
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -49,10 +47,11 @@ def run_steps(model, x, y, ggn, steps=3, **kwargs):
     return results, [p.detach().clone() for p in model.parameters()]
 
 
-def worker(rank: int, port: int, ggn: bool, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def worker(rank: int, store: str, ggn: bool, out: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+    # A file rendezvous: no port to pick (a free port found first can be taken by another
+    # process before rank 0 binds it; seen once as a failed test).
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
         model, x, y = make_problem()
         if rank == 1:  # rank 1 starts elsewhere: the optimizer must broadcast rank 0's values
@@ -65,14 +64,9 @@ def worker(rank: int, port: int, ggn: bool, out: str) -> None:
             model, x[shard], y[shard], ggn, process_group=dist.group.WORLD, sync_check_every=1
         )
         torch.save({"params": params, "kl": [r.kl for r in results]}, f"{out}.{rank}")
+        dist.barrier()  # no rank tears the group down while the other still talks to it
     finally:
         dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("ggn", [False, True])
@@ -82,7 +76,8 @@ def test_two_ranks_take_the_single_process_step(tmp_path: Path, ggn: bool) -> No
     assert all(r.accepted for r in single)
 
     out = str(tmp_path / "rank")
-    mp.start_processes(worker, args=(free_port(), ggn, out), nprocs=2, start_method="spawn")
+    store = str(tmp_path / "rendezvous")
+    mp.start_processes(worker, args=(store, ggn, out), nprocs=2, start_method="spawn")
     for rank in range(2):
         saved = torch.load(f"{out}.{rank}", weights_only=True)
         for got, want in zip(saved["params"], expected, strict=True):

@@ -67,7 +67,10 @@ def test_fast_fit_is_bit_identical_to_autograd_and_adam(activation, hidden, dtyp
     (fast, fast_optimizer), (slow, slow_optimizer) = twins(
         value, lambda v: torch.optim.Adam(v.parameters(), lr=1e-2)
     )
-    assert MinibatchStepper(fast, fast_optimizer).fast
+    stepper = MinibatchStepper(fast, fast_optimizer)
+    assert stepper.fast
+    # float32: the whole fit runs as one TorchScript call (float64 steps in Python)
+    assert stepper.scripted == (dtype == torch.float32)
     fast_generator, slow_generator = (
         torch.Generator().manual_seed(1),
         torch.Generator().manual_seed(1),
@@ -182,3 +185,26 @@ def test_a_fit_that_overflows_is_undone_on_the_fast_path() -> None:
     for a, b in zip(value.parameters(), before, strict=True):
         assert torch.equal(a, b)
     assert optimizer.state_dict()["state"] == {}
+
+
+def test_without_torchscript_the_python_fast_path_gives_the_same_numbers(monkeypatch) -> None:
+    import rl.value
+
+    monkeypatch.setattr(rl.value, "_SCRIPTED", [None])  # as where TorchScript is gone
+    torch.manual_seed(4)
+    observations, returns = problem(torch.float32)
+    (one, one_optimizer), (two, two_optimizer) = twins(
+        make_value(observations.shape[1], ValueConfig()),
+        lambda v: torch.optim.Adam(v.parameters(), lr=1e-3),
+    )
+    stepper = MinibatchStepper(one, one_optimizer)
+    assert stepper.fast and not stepper.scripted
+    for seed in range(2):
+        got = fit_value(one, one_optimizer, observations, returns, 3, 128,
+                        torch.Generator().manual_seed(seed))  # fmt: skip
+        want = reference_fit(two, two_optimizer, observations, returns, 3, 128,
+                             torch.Generator().manual_seed(seed))  # fmt: skip
+        assert got == want
+    for a, b in zip(one.parameters(), two.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert_same_state(one_optimizer, two_optimizer)

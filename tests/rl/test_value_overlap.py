@@ -1,0 +1,75 @@
+"""The value fit running beside the next rollout (TRPO.learn): same numbers, rows in order."""
+
+from __future__ import annotations
+
+import json
+
+import rl
+from rl.progress import Progress
+
+TIMING = ("fps", "time")  # keys holding these vary between runs
+
+
+class Recorder(Progress):
+    """Keeps each row with the agent's iteration count at the time it was shown."""
+
+    def __init__(self, agent: rl.TRPO, total_steps: int) -> None:
+        super().__init__(total_steps)
+        self.agent = agent
+        self.rows: list[dict] = []
+        self.shown_at: list[int] = []
+
+    def iteration(self, row: dict) -> None:
+        self.rows.append(dict(row))
+        self.shown_at.append(self.agent.iteration)
+
+
+def learned(tmp_path, name: str, **settings):
+    config = rl.TRPOConfig(
+        env_id="CartPole-v1", total_steps=12 * 256, steps_per_iteration=256, seed=7,
+        checkpoint_every=5, run_dir=str(tmp_path / name), **settings,
+    )  # fmt: skip
+    agent = rl.TRPO(config)
+    recorder = Recorder(agent, config.total_steps)
+    agent.learn(progress=recorder)
+    return agent, recorder
+
+
+def plain(row: dict) -> dict:
+    return {k: v for k, v in row.items() if not any(word in k for word in TIMING)}
+
+
+def test_value_fit_beside_the_rollout_learns_the_same_and_writes_every_row(tmp_path) -> None:
+    overlapped, shown = learned(tmp_path, "overlap")
+    assert overlapped._value_fit_overlaps_rollout()
+    serial, reference = learned(tmp_path, "serial", value_fit_in_background=False)
+    assert not serial._value_fit_overlaps_rollout()
+
+    assert [plain(r) for r in shown.rows] == [plain(r) for r in reference.rows]
+    assert all(isinstance(r["value_loss"], float) for r in shown.rows)
+    for a, b in zip(overlapped.value.parameters(), serial.value.parameters(), strict=True):
+        assert a.equal(b)
+    # Rows of fits that ran beside the next rollout are shown one iteration late; those
+    # that checkpoint (every 5th) or end training are shown at once.
+    iterations = [r["iteration"] for r in shown.rows]
+    assert iterations == list(range(1, 13))
+    late = [i for i, at in zip(iterations, shown.shown_at, strict=True) if at == i + 1]
+    assert late == [1, 2, 3, 4, 6, 7, 8, 9, 11]
+    assert reference.shown_at == iterations
+    written = (tmp_path / "overlap" / "metrics.jsonl").read_text().splitlines()
+    assert [plain(json.loads(line)) for line in written] == [plain(r) for r in reference.rows]
+
+
+def test_a_callback_sees_each_iteration_with_its_value_fit_done(tmp_path) -> None:
+    config = rl.TRPOConfig(
+        env_id="CartPole-v1", total_steps=4 * 256, steps_per_iteration=256, seed=7
+    )
+    agent = rl.TRPO(config)
+    seen = []
+    agent.learn(
+        progress="none",
+        callback=lambda a, row: seen.append((a.iteration, row["iteration"], row["value_loss"])),
+    )
+    assert [(a, b) for a, b, _ in seen] == [(1, 1), (2, 2), (3, 3), (4, 4)]
+    assert all(isinstance(loss, float) for _, _, loss in seen)
+    assert agent._value_fit is None
