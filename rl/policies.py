@@ -17,7 +17,9 @@ Box actions are clipped to the space's bounds only when sent to the environment
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -72,6 +74,11 @@ class ActionDistribution(nn.Module):
         self, net_out: Tensor, deterministic: bool, generator: torch.Generator | None
     ) -> Tensor:
         raise NotImplementedError
+
+    def sampler(self, generator: torch.Generator | None) -> Callable[[Tensor], Tensor]:
+        """``net_out -> act(net_out, False, generator)`` for a rollout, during which the
+        distribution's own parameters do not change (subclasses precompute from them)."""
+        return functools.partial(self.act, deterministic=False, generator=generator)
 
     def log_prob(self, params: Tensor, actions: Tensor) -> Tensor:
         raise NotImplementedError
@@ -140,6 +147,15 @@ class DiagGaussian(ActionDistribution):
         noise = torch.randn(net_out.shape, generator=generator, device=net_out.device)
         return net_out + self.log_std.exp() * noise
 
+    def sampler(self, generator: torch.Generator | None) -> Callable[[Tensor], Tensor]:
+        std = self.log_std.detach().exp()  # once per rollout, not once per step
+
+        def sample(net_out: Tensor) -> Tensor:
+            noise = torch.randn(net_out.shape, generator=generator, device=net_out.device)
+            return net_out + std * noise
+
+        return sample
+
     def log_prob(self, params: Tensor, actions: Tensor) -> Tensor:
         mean, log_std = params.chunk(2, dim=-1)
         z = (actions - mean) * torch.exp(-log_std)
@@ -160,7 +176,7 @@ class DiagGaussian(ActionDistribution):
         return log_std.sum(-1) + 0.5 * self.action_dim * (1.0 + _LOG_2PI)
 
     def to_env(self, actions: Tensor) -> np.ndarray:
-        array = actions.detach().cpu().numpy()
+        array = actions.detach().numpy() if actions.device.type == "cpu" else actions.cpu().numpy()
         if self._bounded:
             array = np.clip(array, self._low, self._high)
         return array.reshape((-1, *self._env_shape)).astype(self._env_dtype, copy=False)

@@ -182,14 +182,15 @@ class RolloutCollector:
         # Per-step rows as views made once: indexing a tensor costs microseconds per step.
         observation_rows = self._observation_rows if device.type == "cpu" else None
         action_rows, stored_observations = self._action_rows, self._stored_observations
-        with torch.no_grad():
+        sample = distribution.sampler(generator)
+        with torch.inference_mode():  # a little cheaper per op than no_grad
             for t in range(self._rewards.shape[0]):
                 observations = (
                     observation_rows[t]
                     if observation_rows is not None
                     else self._observations[t].to(device)
                 )
-                actions = distribution.act(network(observations), False, generator)
+                actions = sample(network(observations))
                 action_rows[t].copy_(actions)
                 try:
                     step = env.step(distribution.to_env(actions))

@@ -1,4 +1,4 @@
-"""rl.envs' Lean statistics wrappers give gymnasium's numbers bit for bit."""
+"""rl.envs' Lean vector env and statistics wrappers give gymnasium's numbers bit for bit."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from rl.envs import (
     LeanNormalizeObservation,
     LeanNormalizeReward,
     LeanRecordEpisodeStatistics,
+    LeanSyncVectorEnv,
     update_running_moments,
 )
 
@@ -74,3 +75,28 @@ def test_lean_wrappers_give_gymnasium_numbers(env_id, max_steps) -> None:
     assert ours_stats.episode_count == theirs_stats.episode_count > 10
     assert list(ours_stats.return_queue) == list(theirs_stats.return_queue)
     assert list(ours_stats.length_queue) == list(theirs_stats.length_queue)
+
+
+@pytest.mark.parametrize(("env_id", "max_steps"), [("CartPole-v1", 30), ("HalfCheetah-v5", 20)])
+def test_lean_sync_vector_env_steps_like_sync_vector_env(env_id, max_steps) -> None:
+    def make(cls):
+        return cls(
+            [lambda: gym.make(env_id, max_episode_steps=max_steps)] * 3,
+            autoreset_mode=AutoresetMode.NEXT_STEP,
+        )
+
+    ours, theirs = make(LeanSyncVectorEnv), make(SyncVectorEnv)
+    first, _ = ours.reset(seed=9)
+    assert np.array_equal(first, theirs.reset(seed=9)[0])
+    ours.action_space.seed(2)
+    resets = 0
+    for _ in range(300):
+        actions = ours.action_space.sample()
+        a, b = ours.step(actions), theirs.step(actions)
+        for got, want in zip(a[:4], b[:4], strict=True):
+            assert got.dtype == want.dtype and np.array_equal(got, want)
+        assert a[4] == {}  # the sub-envs' infos are not gathered
+        resets += int(np.logical_or(a[2], a[3]).sum())
+    assert resets > 10
+    a[0][:] = 0  # a copy: the env's own buffer is untouched
+    assert not np.array_equal(ours.step(ours.action_space.sample())[0], a[0])

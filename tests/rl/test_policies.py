@@ -160,3 +160,34 @@ def test_fast_forward_gives_the_networks_numbers_bit_for_bit(activation: str) ->
         assert torch.equal(forward(x), network(x))
     other = torch.nn.Sequential(torch.nn.Linear(5, 3), torch.nn.Dropout())
     assert fast_forward(other) is other
+
+
+@pytest.mark.parametrize(
+    "space",
+    [spaces.Box(-1.0, 1.0, (3,), np.float32), spaces.Discrete(4), spaces.MultiDiscrete([2, 3]),
+     spaces.MultiBinary(3)],
+)  # fmt: skip
+def test_the_rollout_sampler_draws_what_act_draws(space) -> None:
+    distribution = make_distribution(space, log_std_init=-0.3)
+    net_out = random_net_out(distribution, 5, seed=1)
+    one, two = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    sample = distribution.sampler(one)
+    with torch.no_grad():
+        for _ in range(3):
+            assert torch.equal(sample(net_out), distribution.act(net_out, False, two))
+
+
+def test_clipping_to_float32_bounds_gives_float64_clipping_cast_to_float32() -> None:
+    # the space's bounds are float32; the old code clipped to them as float64, then cast
+    low = np.array([-0.4, -3.3, 0.1], np.float32).astype(np.float64)
+    high = np.array([0.4, 2.2, 0.7], np.float32).astype(np.float64)
+    gaussian = make_distribution(
+        spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
+    )
+    generator = torch.Generator().manual_seed(0)
+    actions = torch.randn(20_000, 3, generator=generator) * 3
+    edges = torch.tensor(np.stack([low, high]).astype(np.float32))
+    actions = torch.cat([actions, edges, edges.nextafter(edges + 1), edges.nextafter(edges - 1)])
+    got = gaussian.to_env(actions)
+    want = np.clip(actions.numpy().astype(np.float64), low, high).astype(np.float32)
+    assert got.dtype == np.float32 and np.array_equal(got, want)
