@@ -347,7 +347,18 @@ def update_running_moments(statistics: RunningMeanStd, batch: np.ndarray) -> Non
         np.true_divide(variance, count, out=variance, casting="unsafe")
     else:  # a full reduction gives a numpy scalar, divided as numpy's _var divides it
         variance = variance.dtype.type(variance / count)
-    statistics.update_from_moments(mean[0], variance, batch.shape[0])  # an int, as update
+    batch_count = batch.shape[0]  # an int, as RunningMeanStd.update passes it
+    if type(statistics) is not RunningMeanStd:
+        statistics.update_from_moments(mean[0], variance, batch_count)
+        return
+    # gymnasium's update_mean_var_count_from_moments, operation for operation
+    old_mean, old_var, old_count = statistics.mean, statistics.var, statistics.count
+    delta = mean[0] - old_mean
+    total = old_count + batch_count
+    statistics.mean = old_mean + delta * batch_count / total
+    squares = old_var * old_count + variance * batch_count
+    statistics.var = (squares + np.square(delta) * old_count * batch_count / total) / total
+    statistics.count = total
 
 
 class LeanRecordEpisodeStatistics(RecordEpisodeStatistics):
