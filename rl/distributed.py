@@ -13,21 +13,28 @@ One iteration of rank r of K::
     advantages   standardised over the job's batch: 2 scalar all-reduces
     policy       TrustRegionOptimizer(process_group): the gradient, one Fisher product per
                  CG iteration and the line search's loss/KL, averaged weighted by samples
-    value        minibatch Adam; each minibatch's gradient averaged over the ranks weighted
-                 by samples: 1 all-reduce per minibatch, on a group of its own (the fit
-                 runs in a background thread beside the policy step)
+    value        minibatch Adam on a group of its own, by ``value.distributed_fit``:
+                 'replicate' (default on gloo): the job's batch gathered once (3
+                 collectives) and every rank takes the same steps on all of it, as one
+                 TorchScript call beside the policy step and the next rollout;
+                 'all_reduce' (default on NCCL): each minibatch's gradient averaged over
+                 the ranks weighted by samples, 1 all-reduce per minibatch (the fit runs in
+                 a background thread beside the policy step)
     metrics      samples, entropy, explained variance: 1 all-reduce; episodes: 1 all-gather
     stop         SIGINT/SIGTERM agreed by all ranks: 1 all-reduce
     files        rank 0: metrics.jsonl (one row per iteration, for the job), evaluations,
                  model.pt; checkpoints gather every rank's env and RNG state to rank 0
 
 Seeds: rank r uses ``rank_seed(seed, r) = seed + 10_000·r`` for its envs and its action
-generator (and + 1 for its value-fit shuffling); rank 0's are those of a single process,
+generator (and, for the all-reduce value fit, + 1 for its shuffling; the replicated fit
+shuffles with rank 0's ``seed + 1`` everywhere); rank 0's are those of a single process,
 and the networks start from ``seed`` on every rank (and are broadcast from rank 0). The
-value fit's minibatch size is per rank: every rank splits its own samples into minibatches
-of ``value.minibatch_size`` and all ranks take ``ceil(max_r M_r / minibatch_size)`` Adam
-steps per epoch (``M_r``: rank r's valid samples; a rank whose samples run out first adds
-an empty part). A job of one rank is the single process, bit for bit.
+all-reduce value fit's minibatch size is per rank: every rank splits its own samples into
+minibatches of ``value.minibatch_size`` and all ranks take ``ceil(max_r M_r /
+minibatch_size)`` Adam steps per epoch (``M_r``: rank r's valid samples; a rank whose
+samples run out first adds an empty part); the replicated fit's minibatches hold K times
+``value.minibatch_size`` of the gathered samples. A job of one rank is the single
+process, bit for bit.
 
 Example (every rank, after ``torch.distributed.init_process_group``)::
 
@@ -72,7 +79,7 @@ from rl.progress import Progress, ProgressMode
 from rl.rollout import Rollout, RolloutCollector
 from rl.run_files import RunFiles
 from rl.trpo import TRPO
-from rl.value import MinibatchStepper
+from rl.value import MinibatchStepper, fit_value
 from trust_region.distributed import broadcast_parameters, check_parameters_in_sync
 
 __all__ = [
@@ -81,6 +88,7 @@ __all__ = [
     "RunningMoments",
     "default_backend",
     "fit_value_data_parallel",
+    "fit_value_replicated",
     "init_process_group_from_env",
     "merge_running_moments",
     "minibatch_shares",
@@ -299,6 +307,58 @@ def fit_value_data_parallel(
     return float(torch.stack(losses).mean()) if losses else float("nan")
 
 
+def fit_value_replicated(
+    value: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    observations: Tensor,
+    returns: Tensor,
+    epochs: int,
+    minibatch_size: int,
+    generator: torch.Generator | None,
+    group: dist.ProcessGroup,
+) -> float:
+    """``rl.value.fit_value`` on the job's whole batch, on every rank of ``group`` alike.
+
+    The ranks' ``(M_r, obs_dim)`` observations and ``(M_r,)`` returns are gathered in rank
+    order (three collectives: the counts, then the padded data); every rank then runs the
+    same fit (``fit_value``, the scripted fast path where it applies) with minibatches of
+    ``K · minibatch_size`` samples, ``K`` the ranks. ``generator`` must be in the same state
+    on every rank; the parameters then stay equal with no further communication (the
+    results are deterministic on CPU). The same algorithm as ``fit_value_data_parallel``
+    with equal shares (job minibatches of ``K · minibatch_size``, about as many steps), one
+    few collectives per fit instead of one per Adam step; every rank does the whole fit.
+
+    Returns:
+        float: the mean minibatch loss of the last epoch; NaN if the fit was undone.
+    """
+    device = returns.device
+    world_size = dist.get_world_size(group)
+    counts = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(world_size)]
+    dist.all_gather(counts, torch.tensor([returns.shape[0]], device=device), group=group)
+    sizes = [int(count) for count in counts]
+    union_observations = _all_gather_rows(observations, sizes, group)
+    union_returns = _all_gather_rows(returns, sizes, group)
+    return fit_value(
+        value,
+        optimizer,
+        union_observations,
+        union_returns,
+        epochs,
+        minibatch_size * world_size,
+        generator,
+    )
+
+
+def _all_gather_rows(rows: Tensor, sizes: list[int], group: dist.ProcessGroup) -> Tensor:
+    """Every rank's ``rows`` (``sizes[r]`` of them on rank r), concatenated in rank order
+    (padded to the largest for the collective; dtype and trailing shape kept)."""
+    padded = rows.new_zeros((max(sizes), *rows.shape[1:]))
+    padded[: rows.shape[0]] = rows
+    gathered = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(gathered, padded, group=group)
+    return torch.cat([part[:size] for part, size in zip(gathered, sizes, strict=True)])
+
+
 # ------------------------------------------------------------------------- the agent
 class DistributedTRPO(TRPO):
     """One rank of a data-parallel TRPO job (see the module docstring for what each rank
@@ -344,7 +404,8 @@ class DistributedTRPO(TRPO):
         seed = rank_seed(config.seed, self.rank)
         self.env_seed = seed
         self.action_generator.manual_seed(seed)
-        self.shuffle_generator.manual_seed(seed + 1)
+        # a replicated value fit shuffles the job's batch alike on every rank (rank 0's seed)
+        self.shuffle_generator.manual_seed((config.seed if self.replicated_value_fit else seed) + 1)
 
     @property
     def steps_per_iteration(self) -> int:
@@ -406,11 +467,42 @@ class DistributedTRPO(TRPO):
         ).tolist()
         return (advantages - mean) / (math.sqrt(squares / (count - 1)) + 1e-8)
 
-    def _fit_value(self, observations: Tensor, returns: Tensor) -> float:
-        """The data-parallel value fit (``fit_value_data_parallel``) on the value group."""
+    @property
+    def replicated_value_fit(self) -> bool:
+        """Whether the ranks fit the value function on the gathered job batch
+        (``value.distributed_fit``: 'replicate', or 'auto' on gloo) rather than averaging
+        gradients per minibatch."""
+        mode = self.config.value.distributed_fit
+        if mode == "auto":
+            return dist.get_backend(self.value_group) == "gloo"
+        return mode == "replicate"
+
+    def _value_fit_overlaps_rollout(self) -> bool:
+        """The per-minibatch all-reduce fit runs in Python: it stays off the rollout."""
+        if self.world_size > 1 and not self.replicated_value_fit:
+            return False
+        return super()._value_fit_overlaps_rollout()
+
+    def _fit_value(self, observations: Tensor, returns: Tensor, iteration: int) -> float:
+        """The job's value fit on the value group: replicated on the gathered batch
+        (``fit_value_replicated``) or data-parallel (``fit_value_data_parallel``)."""
         if self.world_size == 1:
-            return super()._fit_value(observations, returns)
+            return super()._fit_value(observations, returns, iteration)
         settings = self.config.value
+        if self.replicated_value_fit:
+            loss = fit_value_replicated(
+                self.value,
+                self.value_optimizer,
+                observations,
+                returns,
+                settings.epochs,
+                settings.minibatch_size,
+                self.shuffle_generator,
+                self.value_group,
+            )
+            if iteration % SYNC_CHECK_EVERY == 1:  # every rank alike: iteration is passed in
+                check_parameters_in_sync(list(self.value.parameters()), self.value_group)
+            return loss
         loss = fit_value_data_parallel(
             self.value,
             self.value_optimizer,
@@ -421,7 +513,7 @@ class DistributedTRPO(TRPO):
             self.shuffle_generator,
             self.value_group,
         )
-        if self.iteration % SYNC_CHECK_EVERY == 0:
+        if iteration % SYNC_CHECK_EVERY == 1:  # every rank alike: iteration is passed in
             check_parameters_in_sync(list(self.value.parameters()), self.value_group)
         return loss
 

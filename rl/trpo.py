@@ -479,7 +479,7 @@ class TRPO:
             batch_advantages = self._normalize_advantages(batch_advantages)
         self._value_fit_row = None
         self._value_fit = (BackgroundCall if config.value_fit_in_background else ForegroundCall)(
-            self._fit_value, batch_observations, batch_returns
+            self._fit_value, batch_observations, batch_returns, self.iteration + 1
         )
         batch = make_policy_batch(self.policy, batch_observations, batch_actions, batch_advantages)
         ggn_params = None if config.fvp == "hessian" else self._policy_parameters
@@ -537,8 +537,12 @@ class TRPO:
             return advantages
         return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
-    def _fit_value(self, observations: torch.Tensor, returns: torch.Tensor) -> float:
-        """This iteration's value fit (``rl.value.fit_value``); the last epoch's mean loss."""
+    def _fit_value(
+        self, observations: torch.Tensor, returns: torch.Tensor, iteration: int
+    ) -> float:
+        """Iteration ``iteration``'s value fit (``rl.value.fit_value``); the last epoch's mean
+        loss. It may run in a background thread while ``learn`` goes on: read nothing here
+        that the training loop changes (hence ``iteration`` passed in)."""
         settings = self.config.value
         return fit_value(
             self.value,

@@ -25,6 +25,7 @@ from rl.cli import main as trpo_main
 from rl.distributed import (
     RunningMoments,
     fit_value_data_parallel,
+    fit_value_replicated,
     merge_running_moments,
     minibatch_shares,
     rank_seed,
@@ -97,6 +98,21 @@ def unit_worker(rank: int, world_size: int, store: str, out: str) -> None:
             value, optimizer, observations[shard], returns[shard], EPOCHS, MINIBATCH,
             torch.Generator().manual_seed(10 + rank), dist.group.WORLD,
         )  # fmt: skip
+        data_parallel = [p.detach().clone() for p in value.parameters()]
+        replicated = {}
+        for dtype in (torch.float64, torch.float32):  # float32: the scripted fast path
+            value, observations, returns = value_problem()
+            value, observations, returns = (
+                value.to(dtype),
+                observations.to(dtype),
+                returns.to(dtype),
+            )
+            optimizer = torch.optim.Adam(value.parameters(), lr=1e-2)
+            replicated_loss = fit_value_replicated(
+                value, optimizer, observations[shard], returns[shard], EPOCHS, MINIBATCH,
+                torch.Generator().manual_seed(10), dist.group.WORLD,
+            )  # fmt: skip
+            replicated[str(dtype)] = ([p.detach() for p in value.parameters()], replicated_loss)
         common, rank_batches = statistics_data()
         merged = {}
         for shape, pick in (((3,), lambda x: x), ((), lambda x: x[:, 0])):
@@ -108,7 +124,7 @@ def unit_worker(rank: int, world_size: int, store: str, out: str) -> None:
             merge_running_moments(statistics, reference, dist.group.WORLD)
             merged[str(shape)] = (statistics.mean, statistics.var, statistics.count)
         torch.save(
-            {"params": [p.detach() for p in value.parameters()], "loss": loss, "merged": merged},
+            {"params": data_parallel, "loss": loss, "merged": merged, "replicated": replicated},
             f"{out}.{rank}",
         )
         dist.barrier()  # no rank tears the group down while another still talks to it
@@ -163,6 +179,24 @@ def test_data_parallel_value_fit_equals_the_single_process_fit_on_the_union(
         for got, want in zip(result["params"], value.parameters(), strict=True):
             torch.testing.assert_close(got, want.detach(), rtol=1e-6, atol=1e-6)
         assert result["loss"] == pytest.approx(sum(losses) / len(losses), rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_replicated_value_fit_is_the_single_process_fit_on_the_gathered_batch(
+    unit_results, dtype
+) -> None:
+    """Every rank fits on both shards, in rank order, with minibatches of 2 · MINIBATCH
+    and the same generator: the single-process fit of that batch, exactly."""
+    value, observations, returns = value_problem()
+    value, observations, returns = value.to(dtype), observations.to(dtype), returns.to(dtype)
+    optimizer = torch.optim.Adam(value.parameters(), lr=1e-2)
+    loss = rl.value.fit_value(value, optimizer, observations, returns, EPOCHS, 2 * MINIBATCH,
+                              torch.Generator().manual_seed(10))  # fmt: skip
+    for result in unit_results:
+        params, got_loss = result["replicated"][str(dtype)]
+        for got, want in zip(params, value.parameters(), strict=True):
+            assert torch.equal(got, want.detach())
+        assert got_loss == loss
 
 
 @pytest.mark.parametrize("shape", [(3,), ()])
