@@ -489,21 +489,8 @@ class DistributedTRPO(TRPO):
         if self.world_size == 1:
             return super()._fit_value(observations, returns, iteration)
         settings = self.config.value
-        if self.replicated_value_fit:
-            loss = fit_value_replicated(
-                self.value,
-                self.value_optimizer,
-                observations,
-                returns,
-                settings.epochs,
-                settings.minibatch_size,
-                self.shuffle_generator,
-                self.value_group,
-            )
-            if iteration % SYNC_CHECK_EVERY == 1:  # every rank alike: iteration is passed in
-                check_parameters_in_sync(list(self.value.parameters()), self.value_group)
-            return loss
-        loss = fit_value_data_parallel(
+        fit = fit_value_replicated if self.replicated_value_fit else fit_value_data_parallel
+        loss = fit(
             self.value,
             self.value_optimizer,
             observations,
