@@ -82,12 +82,12 @@ def fit_value(
     stepper = MinibatchStepper(value, optimizer)
     num_samples = returns.shape[0]
     losses: list[Tensor] = []
-    if stepper.scripted and stepper.accepts(observations, returns) and num_samples > 0:
+    steps = epochs * math.ceil(num_samples / minibatch_size)
+    if stepper.can_run_scripted(observations, returns, steps):
         orders = [
             torch.randperm(num_samples, generator=generator).to(returns.device)
             for _ in range(epochs)
         ]
-        steps = epochs * math.ceil(num_samples / minibatch_size)
         losses = stepper.run_scripted(observations, returns, orders, minibatch_size, steps)
         epochs = 0  # done
     for epoch in range(epochs):
@@ -175,6 +175,15 @@ class MinibatchStepper:
             and scripted_fit() is not None
         )
 
+    def can_run_scripted(self, observations: Tensor, returns: Tensor, num_steps: int) -> bool:
+        """Whether ``run_scripted`` takes a fit of ``num_steps`` steps on this data: scripted,
+        data the fast path accepts, an Adam state it keeps, step counts float32 holds."""
+        if not (self.scripted and self.accepts(observations, returns) and num_steps > 0):
+            return False
+        adam = self._adam
+        assert adam is not None
+        return adam.state() is not None and adam.step_count + num_steps < 2**24
+
     def run_scripted(
         self,
         observations: Tensor,
@@ -190,8 +199,8 @@ class MinibatchStepper:
         function, layers, adam = scripted_fit(), self._layers, self._adam
         assert function is not None and layers is not None and adam is not None
         state = adam.state()
-        if state is None or adam.step_count + num_steps >= 2**24:  # see _ExactAdam
-            raise RuntimeError("run_scripted needs a state _ExactAdam keeps")
+        if state is None or adam.step_count + num_steps >= 2**24:
+            raise RuntimeError("run_scripted needs can_run_scripted(...) to be True")
         steps, exp_avgs, exp_avg_sqs = state
         group = adam.group
         beta1, beta2 = group["betas"]

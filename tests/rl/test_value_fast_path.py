@@ -208,3 +208,28 @@ def test_without_torchscript_the_python_fast_path_gives_the_same_numbers(monkeyp
     for a, b in zip(one.parameters(), two.parameters(), strict=True):
         assert torch.equal(a, b)
     assert_same_state(one_optimizer, two_optimizer)
+
+
+def test_an_adam_state_the_fast_path_does_not_keep_falls_back_to_adam() -> None:
+    """Step counts that differ between parameters (e.g. a state loaded from elsewhere):
+    neither the scripted fit nor the replica run; Adam.step does, with the same numbers."""
+    torch.manual_seed(5)
+    observations, returns = problem(torch.float32)
+    (one, one_optimizer), (two, two_optimizer) = twins(
+        make_value(observations.shape[1], ValueConfig()),
+        lambda v: torch.optim.Adam(v.parameters(), lr=1e-3),
+    )
+    for model, optimizer in ((one, one_optimizer), (two, two_optimizer)):
+        reference_fit(model, optimizer, observations, returns, 1, 500,
+                      torch.Generator().manual_seed(0))  # fmt: skip
+        optimizer.state[next(iter(model.parameters()))]["step"] += 3.0  # out of step
+    stepper = MinibatchStepper(one, one_optimizer)
+    assert not stepper.can_run_scripted(observations, returns, 16)
+    got = fit_value(one, one_optimizer, observations, returns, 2, 128,
+                    torch.Generator().manual_seed(1))  # fmt: skip
+    want = reference_fit(two, two_optimizer, observations, returns, 2, 128,
+                         torch.Generator().manual_seed(1))  # fmt: skip
+    assert got == want
+    for a, b in zip(one.parameters(), two.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert_same_state(one_optimizer, two_optimizer)
