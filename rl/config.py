@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -174,6 +175,12 @@ class TRPOConfig(_Frozen):
     run_dir: str | None = Field(
         None, description="Directory for config.yaml, metrics.jsonl, evals.jsonl and the model."
     )
+
+    @field_validator("run_dir", mode="before")
+    @classmethod
+    def _path_as_string(cls, value: Any) -> Any:
+        """A ``pathlib.Path`` (any ``os.PathLike``) is taken as its string."""
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     @field_validator("device")
     @classmethod

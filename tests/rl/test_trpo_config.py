@@ -130,3 +130,15 @@ def test_bad_files_are_reported_in_one_line(tmp_path):
 
 
 # The presets (rl/presets/*.yaml) are tested in test_presets.py.
+
+
+def test_run_dir_takes_a_path_as_its_string(tmp_path) -> None:
+    from pathlib import Path
+
+    config = TRPOConfig(env_id="CartPole-v1", run_dir=tmp_path / "run")
+    assert config.run_dir == str(tmp_path / "run") and isinstance(config.run_dir, str)
+    file = tmp_path / "config.yaml"
+    file.write_text(config.to_yaml())
+    assert TRPOConfig.from_file(file).run_dir == config.run_dir
+    with pytest.raises(pydantic.ValidationError, match="run_dir"):
+        TRPOConfig(env_id="CartPole-v1", run_dir=Path)  # a class, not a path
