@@ -79,7 +79,7 @@ from rl.progress import Progress, ProgressMode
 from rl.rollout import Rollout, RolloutCollector
 from rl.run_files import RunFiles
 from rl.trpo import TRPO
-from rl.value import MinibatchStepper, fit_value
+from rl.value import MinibatchStepper, finish_fit, fit_value
 from trust_region.distributed import broadcast_parameters, check_parameters_in_sync
 
 __all__ = [
@@ -298,13 +298,7 @@ def fit_value_data_parallel(
             stepper.step(gradients)
             if want_loss:
                 losses.append(flat[-1].clone())
-    if not all(bool(torch.isfinite(p).all()) for p in value.parameters()):
-        with torch.no_grad():
-            for parameter, saved in zip(value.parameters(), saved_parameters, strict=True):
-                parameter.copy_(saved)
-        optimizer.load_state_dict(saved_optimizer)
-        return float("nan")
-    return float(torch.stack(losses).mean()) if losses else float("nan")
+    return finish_fit(value, optimizer, saved_parameters, saved_optimizer, losses)
 
 
 def fit_value_replicated(

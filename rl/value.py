@@ -102,6 +102,19 @@ def fit_value(
             stepper.step(gradients)
             if want_loss:
                 losses.append(loss)
+    return finish_fit(value, optimizer, saved_parameters, saved_optimizer, losses)
+
+
+def finish_fit(
+    value: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    saved_parameters: list[Tensor],
+    saved_optimizer: dict[str, Any],
+    losses: list[Tensor],
+) -> float:
+    """The end of a value fit: undo it (parameters and optimizer state back to the saved
+    ones) if it left a parameter NaN or infinite and return NaN; else the mean of the last
+    epoch's minibatch ``losses``."""
     if not all(bool(torch.isfinite(p).all()) for p in value.parameters()):
         with torch.no_grad():
             for parameter, saved in zip(value.parameters(), saved_parameters, strict=True):
