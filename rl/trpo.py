@@ -183,6 +183,7 @@ class TRPO:
             accept_ratio=config.accept_ratio,
             fvp=config.fvp,
             fvp_subsample=config.fvp_subsample,
+            step_scaling=config.step_scaling,
             process_group=self.process_group,
         )
         self._policy_parameters = [

@@ -240,7 +240,7 @@ def test_few_head_iterations_are_far_more_accurate_than_plain_cg(iters: int) -> 
 
 
 # ------------------------------------------------------------------ the optimizer
-@pytest.mark.parametrize("fvp", ["auto", "ggn"])
+@pytest.mark.parametrize("fvp", ["auto", "ggn-head"])
 def test_optimizer_head_step_equals_the_hessian_step(fvp: str) -> None:
     steps, results = [], []
     for structure, iters in (("plain", 300), ("head", 60)):
