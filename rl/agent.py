@@ -238,3 +238,27 @@ class TRPOAgent:
     def save(self, path: str) -> None:
         """Save the trained networks and settings (``rl.TRPO.save``'s format)."""
         self._trained().save(path)
+
+    @classmethod
+    def load(cls, path: str, env: gym.Env) -> TRPOAgent:
+        """An agent saved by :meth:`save`, ready to ``act``, ``evaluate`` or ``train`` on
+        ``env`` (whose spaces must be those it was trained with; it is not closed).
+
+        Example:
+            >>> agent.save("pendulum.pt")  # doctest: +SKIP
+            >>> agent = TRPOAgent.load("pendulum.pt", gym.make("Pendulum-v1"))  # doctest: +SKIP
+        """
+        agent = cls.__new__(cls)
+        agent._env = env
+        agent.trpo = TRPO.load(path, env_fn=agent._lend_env)
+        config = agent.trpo.config
+        agent.discrete = isinstance(agent.trpo.action_space, spaces.Discrete)
+        agent.state_dim = spaces.flatdim(agent.trpo.observation_space)
+        agent.action_dim = (
+            int(agent.trpo.action_space.n)
+            if agent.discrete
+            else spaces.flatdim(agent.trpo.action_space)
+        )
+        agent._settings = config.model_dump(exclude={"steps_per_iteration"})
+        agent._check_spaces(env)
+        return agent

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import importlib.metadata
 import json
 import pickle
 import signal
@@ -47,7 +48,7 @@ from rl.config import (
 )
 from rl.errors import TrainingError
 from rl.plot import plot_runs
-from rl.presets import Preset, all_presets, find_preset
+from rl.presets import Preset, all_presets, find_preset, similar_presets
 from rl.progress import Progress, ProgressMode, make_progress
 from rl.run_files import CONFIG_FILE, METRICS_FILE, MODEL_FILE
 from rl.tensorboard import TENSORBOARD_HINT, TensorBoardProgress, tensorboard_available
@@ -71,6 +72,13 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(USAGE_ERROR)
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("trust-region")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown (not installed)"
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -83,6 +91,7 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="trpo", description="TRPO on Gymnasium environments.")
+    parser.add_argument("--version", action="version", version=f"trpo {_version()}")
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="{train,eval,presets,plot}"
     )
@@ -204,7 +213,12 @@ def _allowed_values(field: FieldInfo) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``trpo`` console script; returns the exit code."""
-    return run_command(build_parser().parse_args(argv))
+    parser = build_parser()
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if not arguments:  # `trpo` alone: what it can do, not only "arguments are required"
+        parser.print_help(sys.stderr)
+        return USAGE_ERROR
+    return run_command(parser.parse_args(arguments))
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -235,6 +249,10 @@ def _train(args: argparse.Namespace, agent_class: type[TRPO] = TRPO) -> int:
     if not args.quiet:
         if preset is not None:
             print(_describe_preset(preset, overridden), flush=True)
+        elif config.env_id is not None and similar_presets(config.env_id):
+            names = " or ".join(similar_presets(config.env_id))
+            print(f"trpo: no preset for {config.env_id}, plain defaults apply (a preset exists "
+                  f"for {names}: trpo presets)", flush=True)  # fmt: skip
         print(
             f"trpo: training {config.env_id} for {config.total_steps} steps, "
             f"seed {config.seed}, run dir {config.run_dir}",
@@ -437,6 +455,8 @@ def _make_agent(config: TRPOConfig, agent_class: type[TRPO] = TRPO) -> TRPO:
 
 # --------------------------------------------------------------------------------- eval
 def _eval(args: argparse.Namespace) -> int:
+    if not Path(args.run_dir).is_dir():
+        raise UsageError(f"RUN_DIR = {args.run_dir!r}: no such directory")
     model_path = Path(args.run_dir) / MODEL_FILE
     if not model_path.is_file() and (Path(args.run_dir) / CHECKPOINT_FILE).is_file():
         model_path = Path(args.run_dir) / CHECKPOINT_FILE
@@ -514,8 +534,10 @@ def _presets(args: argparse.Namespace) -> int:
 def _show_preset(env_id: str) -> int:
     preset = find_preset(env_id)
     if preset is None:
+        similar = similar_presets(env_id)
+        hint = f"; did you mean {' or '.join(map(repr, similar))}?" if similar else ""
         names = ", ".join(p.env_id for p in all_presets())
-        raise UsageError(f"ENV_ID = {env_id!r}: no preset (presets: {names})")
+        raise UsageError(f"ENV_ID = {env_id!r}: no preset{hint} (presets: {names})")
     config = TRPOConfig.from_preset(env_id)
     print(f"# preset {preset.env_id} from rl/presets/{preset.file}")
     print(f"# source: {preset.source}")

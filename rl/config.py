@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 import os
 import sys
@@ -240,7 +241,7 @@ class TRPOConfig(_Frozen):
 
         Example:
             >>> TRPOConfig.from_preset("HalfCheetah-v5", seed=1).max_kl
-            0.04
+            0.24
         """
         preset = find_preset(env_id)
         settings = copy.deepcopy(preset.config) if preset is not None else {}
@@ -351,10 +352,42 @@ def describe_validation_error(error: ValidationError) -> str:
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         allowed = _field_names_at(first["loc"][:-1])
-        return f"unknown config field {field!r} (allowed: {', '.join(allowed)})"
+        parent = "".join(f"{part}." for part in first["loc"][:-1])
+        hint = _did_you_mean(str(first["loc"][-1]), allowed, parent)
+        return f"unknown config field {field!r}{hint} (allowed: {', '.join(allowed)})"
     if not field:
         return f"invalid config: {message}"
     return f"invalid config: {field} = {first.get('input')!r}: {message}"
+
+
+# sb3-contrib / RL Zoo names and ours (rl/presets/classic_control.yaml has the mapping).
+SB3_NAMES = {
+    "target_kl": "'max_kl' (for continuous actions: target_kl x the action dimension)",
+    "n_steps": "'steps_per_iteration' (= n_steps x num_envs)",
+    "total_timesteps": "'total_steps'",
+    "n_timesteps": "'total_steps'",
+    "n_envs": "'num_envs'",
+    "n_critic_updates": "'value.epochs'",
+    "batch_size": "'value.minibatch_size'",
+    "learning_rate": "'value.learning_rate'",
+    "cg_max_steps": "'cg_iters'",
+    "cg_damping": "'damping' (for continuous actions: cg_damping x the action dimension)",
+    "gae_lambda": "'lam'",
+    "sub_sampling_factor": "'fvp_subsample' (= 1 / sub_sampling_factor)",
+    "line_search_max_iter": "'backtrack_iters'",
+    "line_search_shrinking_factor": "'backtrack_coeff'",
+    "normalize_advantage": "'normalize_advantages'",
+    "policy_kwargs": "'policy' (e.g. policy.hidden_sizes)",
+    "net_arch": "'policy.hidden_sizes' and 'value.hidden_sizes'",
+}
+
+
+def _did_you_mean(name: str, allowed: list[str], parent: str) -> str:
+    """``": did you mean 'x'?"`` from the sb3 names, else the closest allowed names."""
+    if not parent and name in SB3_NAMES:
+        return f": did you mean {SB3_NAMES[name]}?"
+    close = difflib.get_close_matches(name, allowed, n=3, cutoff=0.6)
+    return f": did you mean {' or '.join(repr(parent + c) for c in close)}?" if close else ""
 
 
 def _field_names_at(loc: tuple[Any, ...]) -> list[str]:

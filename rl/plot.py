@@ -196,7 +196,7 @@ def plot_runs(run_dirs: Iterable[str | Path], out: str | Path, source: Source = 
             ``"eval"`` (deterministic evaluations, evals.jsonl).
 
     Returns:
-        Path: ``out``.
+        Path: the file written: ``out``, with ``.png`` added when it has no suffix.
 
     Raises:
         FileNotFoundError: a run directory without metrics.
@@ -221,6 +221,8 @@ def plot_runs(run_dirs: Iterable[str | Path], out: str | Path, source: Source = 
         axes.grid(alpha=0.3)
     by_steps.legend(loc="best", fontsize="small")
     out = Path(out)
+    if not out.suffix:  # matplotlib would add ".png" itself: return the path it writes
+        out = out.with_suffix(".png")
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=100)
     return out

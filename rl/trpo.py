@@ -124,7 +124,9 @@ class TRPO:
     """Trust Region Policy Optimization for one gymnasium environment.
 
     Args:
-        config (TRPOConfig): all settings of the run.
+        config (TRPOConfig or str): all settings of the run; an env id (``TRPO("CartPole-v1")``,
+            as in SB3) means ``TRPOConfig.from_preset(env_id)``: the env's tuned preset if
+            there is one (``trpo presets``), else the plain defaults, as ``trpo train ENV``.
         env_fn (callable, optional): makes one gymnasium env; overrides ``config.env_id``
             (use it for custom envs). Must be picklable by cloudpickle for async vectors.
         policy (nn.Module, optional): a ``rl.policies.Policy``, or any module mapping
@@ -153,11 +155,18 @@ class TRPO:
 
     def __init__(
         self,
-        config: TRPOConfig,
+        config: TRPOConfig | str,
         env_fn: EnvFactory | None = None,
         policy: nn.Module | None = None,
         value: nn.Module | None = None,
     ) -> None:
+        if isinstance(config, str):
+            config = TRPOConfig.from_preset(config)
+        elif not isinstance(config, TRPOConfig):
+            raise TypeError(
+                f"TRPO takes a TRPOConfig or an env id, got {type(config).__name__}: e.g. "
+                "TRPO('CartPole-v1') or TRPO(TRPOConfig.from_preset('CartPole-v1', seed=1))"
+            )
         self.config = config
         self.device = torch.device(config.device)
         if self.device.type == "cpu" and config.torch_threads > 0:

@@ -345,3 +345,52 @@ def test_gradient_below_cg_tol_is_rejected_with_that_reason() -> None:
     )
     assert not result.accepted and result.reason == "gradient below cg_tol"
     assert torch.equal(v.detach(), start)
+
+
+# ------------------------------------------- the classic mistake: an undetached "old" side
+def _classifier_and_data():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.Tanh(), torch.nn.Linear(32, 3))
+    x, y = torch.randn(256, 4), torch.randint(0, 3, (256,))
+    return model, x, y
+
+
+def test_an_undetached_old_side_is_refused_with_the_parameters_unchanged() -> None:
+    """The README's example with ``old`` computed inside the closure, not detached."""
+    model, x, y = _classifier_and_data()
+    opt = TrustRegionOptimizer(model.parameters(), max_kl=0.01)
+    before = [p.detach().clone() for p in model.parameters()]
+
+    def closure():
+        logits = model(x)
+        old = logits.log_softmax(-1)  # the mistake: moves with the parameters
+        kl = (old.exp() * (old - logits.log_softmax(-1))).sum(-1).mean()
+        return torch.nn.functional.cross_entropy(logits, y), kl
+
+    with pytest.raises(ValueError, match="'old' side is probably not detached"):
+        opt.step(closure)
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before, strict=True))
+
+
+def test_an_undetached_old_side_is_refused_in_the_gauss_newton_form() -> None:
+    from trust_region import GGNClosureResult, categorical_fisher_vp, functional_model
+
+    model, x, y = _classifier_and_data()
+    params = list(model.parameters())
+    model_fn = functional_model(model, params)
+    opt = TrustRegionOptimizer(params, max_kl=0.01)
+    before = [p.detach().clone() for p in params]
+
+    def closure():
+        logits = model(x)
+        old = logits.log_softmax(-1)  # the mistake
+        kl = (old.exp() * (old - logits.log_softmax(-1))).sum(-1).mean()
+        return GGNClosureResult(
+            loss=torch.nn.functional.cross_entropy(logits, y), kl=kl,
+            outputs_fn=lambda ps, idx: model_fn(ps, x if idx is None else x[idx]),
+            output_fisher_vp=categorical_fisher_vp, num_samples=len(x),
+        )  # fmt: skip
+
+    with pytest.raises(ValueError, match="'old' side is probably not detached"):
+        opt.step(closure)
+    assert all(torch.equal(p, b) for p, b in zip(params, before, strict=True))

@@ -421,6 +421,10 @@ class TrustRegionOptimizer(Optimizer):
             _set_params(params, start, full_step, fraction)
             loss, kl, _ = _unpack(closure())
             loss_after, kl_after = reducer.scalars(loss, kl)
+            if kl_after == 0.0:  # the parameters moved, the outputs with them: never exactly 0
+                for p, original in zip(params, start, strict=True):
+                    p.copy_(original)
+                raise ValueError(UNDETACHED_OLD_SIDE)
             improvement = loss_before - loss_after
             if not math.isfinite(loss_after):
                 reason = "non-finite loss"
@@ -525,6 +529,14 @@ def _resolve_fvp(requested: str, ggn: GGNClosureResult | None, subsample: float)
             "trust_region.GGNClosureResult from the closure (and fvp='ggn' or 'auto')"
         )
     return mode
+
+
+UNDETACHED_OLD_SIDE = (
+    "the closure's KL is exactly 0 at a step that moved the parameters: its 'old' side is "
+    "probably not detached (computed inside the closure from the current parameters, so both "
+    "sides move together and the KL bound holds nothing); compute the old distribution once "
+    "before step, under torch.no_grad() or with .detach(); the parameters were left unchanged"
+)
 
 
 def _check_kl_at_start(kl: Tensor, params: list[Tensor], loss_grad: Tensor) -> None:

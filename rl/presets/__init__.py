@@ -8,13 +8,14 @@ a preset when it is used (``TRPOConfig.from_preset``); the tests validate every 
 
 Example:
     >>> find_preset("HalfCheetah-v5").config["max_kl"]
-    0.04
+    0.24
     >>> find_preset("ALE/Pong-v5").env_id
     'ALE/*-v5'
 """
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import functools
 from collections.abc import Mapping
@@ -24,7 +25,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Preset", "PresetFileError", "all_presets", "find_preset"]
+__all__ = ["Preset", "PresetFileError", "all_presets", "find_preset", "similar_presets"]
 
 _PRESET_KEYS = {"config", "note"}
 
@@ -87,6 +88,16 @@ def find_preset(env_id: str) -> Preset | None:
         if preset.env_id == env_id:
             return preset
     return next((preset for preset in presets if preset.matches(env_id)), None)
+
+
+def similar_presets(env_id: str, count: int = 3) -> list[str]:
+    """Env ids of the presets closest to ``env_id`` (another version first: HalfCheetah-v4 ->
+    HalfCheetah-v5), for "did you mean" messages."""
+    names = [preset.env_id for preset in all_presets()]
+    base = env_id.rsplit("-v", 1)[0]
+    versions = [name for name in names if name.rsplit("-v", 1)[0] == base]
+    close = difflib.get_close_matches(env_id, names, n=count, cutoff=0.6)
+    return list(dict.fromkeys(versions + close))[:count]
 
 
 def _read_preset_file(name: str, text: str) -> list[Preset]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import gymnasium as gym
 import pytest
 import yaml
@@ -55,9 +57,9 @@ def test_gsde_presets_say_so():
 
 def test_values_carry_the_sources_settings():
     cheetah = TRPOConfig.from_preset("HalfCheetah-v5")
-    assert (cheetah.max_kl, cheetah.cg_iters, cheetah.value.epochs) == (0.04, 25, 20)
+    assert (cheetah.max_kl, cheetah.cg_iters, cheetah.value.epochs) == (0.24, 25, 20)
     assert cheetah.normalize_observations and cheetah.normalize_rewards
-    assert TRPOConfig.from_preset("Hopper-v5").max_kl == 0.01
+    assert TRPOConfig.from_preset("Hopper-v5").max_kl == 0.03
     assert TRPOConfig.from_preset("Swimmer-v5").gamma == 0.9999
     assert TRPOConfig.from_preset("Humanoid-v5").total_steps == 2_000_000
     lander = TRPOConfig.from_preset("LunarLander-v3")
@@ -142,3 +144,26 @@ def test_train_prints_the_preset_and_what_was_overridden(tmp_path, capsys):
     assert lines[1].endswith("overridden here: steps_per_iteration, total_steps")
     config = TRPOConfig.from_file(run_dir / "config.yaml")
     assert (config.damping, config.steps_per_iteration) == (0.001, 256)
+
+
+# The zoo's target_kl and cg_damping, which sb3-contrib applies to a Gaussian KL averaged
+# over the action dimensions (ours is summed over them): rl_zoo3 hyperparams/trpo.yml.
+ZOO_KL_AND_DAMPING = {
+    "Ant-v5": (0.01, 0.1), "HalfCheetah-v5": (0.04, 0.1), "Hopper-v5": (0.01, 0.1),
+    "Walker2d-v5": (0.01, 0.1), "Humanoid-v5": (0.01, 0.1), "Swimmer-v5": (0.01, 0.1),
+    "LunarLanderContinuous-v3": (0.01, 0.1), "BipedalWalker-v3": (0.01, 0.1),
+    "BipedalWalkerHardcore-v3": (0.01, 0.1), "Pendulum-v1": (0.01, 0.1),
+    "MountainCarContinuous-v0": (0.01, 0.1),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("env_id", sorted(ZOO_KL_AND_DAMPING))
+def test_continuous_presets_state_the_zoo_kl_and_damping_per_action_dimension(env_id) -> None:
+    """max_kl = target_kl x A and damping = cg_damping x A: sb3-contrib's step exactly."""
+    env = gym.make(env_id)
+    dimensions = math.prod(env.action_space.shape)
+    env.close()
+    target_kl, cg_damping = ZOO_KL_AND_DAMPING[env_id]
+    config = TRPOConfig.from_preset(env_id)
+    assert config.max_kl == pytest.approx(target_kl * dimensions, rel=1e-12)
+    assert config.damping == pytest.approx(cg_damping * dimensions, rel=1e-12)

@@ -124,7 +124,7 @@ def test_config_file_target_with_flags_on_top(tmp_path, capsys):
         (["train", "NoSuchEnv-v0"], "env_id = 'NoSuchEnv-v0'"),
         (["train", "missing.yaml"], "cannot read config file 'missing.yaml'"),
         (["train", "CartPole-v1", "--set", "env_kwargs.bogus=1"], "bogus"),
-        (["eval", "no-such-run"], "RUN_DIR = 'no-such-run': no model.pt"),
+        (["eval", "no-such-run"], "RUN_DIR = 'no-such-run': no such directory"),
         (["eval", "no-such-run", "--episodes", "0"], "must be a positive integer, got '0'"),
     ],
 )
