@@ -27,6 +27,7 @@ from PIL import Image
 import rl
 from rl.atari import make_gym_env
 from rl.plot import plot_runs
+from rl.video import use_offscreen_rendering
 
 
 def render_episode(
@@ -100,6 +101,7 @@ def main() -> None:
         parser.error("give either RUN_DIR or --demo")
     for variable in ("SDL_VIDEODRIVER", "SDL_AUDIODRIVER"):  # pygame (classic control, Box2D)
         os.environ.setdefault(variable, "dummy")  # renders off-screen without a display
+    use_offscreen_rendering()  # MuJoCo: EGL or OSMesa when there is no display
     out_dir = args.out or (args.run_dir if args.run_dir is not None else Path("visualize"))
     out_dir.mkdir(parents=True, exist_ok=True)
     if args.demo:

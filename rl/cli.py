@@ -457,6 +457,10 @@ def _make_agent(config: TRPOConfig, agent_class: type[TRPO] = TRPO) -> TRPO:
 def _eval(args: argparse.Namespace) -> int:
     if not Path(args.run_dir).is_dir():
         raise UsageError(f"RUN_DIR = {args.run_dir!r}: no such directory")
+    if args.video:
+        from rl.video import use_offscreen_rendering
+
+        use_offscreen_rendering()  # before the first MuJoCo env is made
     model_path = Path(args.run_dir) / MODEL_FILE
     if not model_path.is_file() and (Path(args.run_dir) / CHECKPOINT_FILE).is_file():
         model_path = Path(args.run_dir) / CHECKPOINT_FILE

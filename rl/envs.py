@@ -57,6 +57,7 @@ __all__ = [
     "RefuseNonFinite",
     "VectorEnvs",
     "check_observation_space",
+    "flatten_observations",
     "make_env_factory",
     "make_vector_envs",
     "raise_first_non_finite",
@@ -114,6 +115,40 @@ def make_env_factory(
 
 class _FlatObservations(FlattenObservation):
     """gymnasium's FlattenObservation, marked as the one rl added (see raw_observation_space)."""
+
+
+def flatten_observations(space: spaces.Space, observation: Any) -> tuple[np.ndarray, bool]:
+    """``(B, flat_dim)`` rows of one observation of ``space`` (B = 1) or of a batch (every
+    array with a leading B), and whether it was one observation.
+
+    Raises:
+        ValueError: the observation's shape is neither ``space``'s nor a batch of it.
+    """
+    leaf_space, leaf = _first_leaf(space, observation)
+    shape = np.shape(leaf)
+    expected = () if leaf_space.shape is None else tuple(leaf_space.shape)
+    if shape == expected:
+        return spaces.flatten(space, observation)[None], True
+    if len(shape) != len(expected) + 1 or shape[1:] != expected:
+        raise ValueError(
+            f"observation of shape {shape} fits neither the observation space {space} "
+            f"(one observation, shape {expected}) nor a batch of it (shape (B, *{expected}))"
+        )
+    if isinstance(space, spaces.Box):
+        return np.asarray(observation).reshape(shape[0], -1), False
+    batched = gym.vector.utils.batch_space(space, shape[0])
+    items = gym.vector.utils.iterate(batched, observation)
+    return np.stack([spaces.flatten(space, item) for item in items]), False
+
+
+def _first_leaf(space: spaces.Space, observation: Any) -> tuple[spaces.Space, Any]:
+    """The first non-container subspace of ``space`` and the matching part of ``observation``."""
+    if isinstance(space, spaces.Dict):
+        key = next(iter(space.spaces))
+        return _first_leaf(space.spaces[key], observation[key])
+    if isinstance(space, spaces.Tuple):
+        return _first_leaf(space.spaces[0], observation[0])
+    return space, observation
 
 
 def raw_observation_space(env: gym.Env) -> spaces.Space:

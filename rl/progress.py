@@ -41,6 +41,9 @@ _FIELDS = (
 )
 
 
+_SHORT_LABELS = {"value loss": "v loss", "expl. var": "ev", "backtracks": "backtr"}
+
+
 def _format(value: Any, template: str) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
@@ -135,10 +138,11 @@ class RichProgress(Progress):
         self.live.start()
 
     def _table(self, row: dict[str, Any]) -> Table:
-        table = Table(show_header=True, header_style="bold", box=None)
-        table.add_column("iteration")
+        # Short headers, no edge padding: the whole row fits an 80-column terminal.
+        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        table.add_column("iter")
         for _, label, _ in _FIELDS[:-1]:
-            table.add_column(label, justify="right")
+            table.add_column(_SHORT_LABELS.get(label, label), justify="right")
         if row:
             table.add_row(
                 str(row["iteration"]), *(_format(row.get(key), tpl) for key, _, tpl in _FIELDS[:-1])

@@ -59,6 +59,7 @@ from rl.envs import (
     EnvFactory,
     FrozenObservationNormalizer,
     VectorEnvs,
+    flatten_observations,
     make_env_factory,
     make_vector_envs,
     raw_observation_space,
@@ -642,23 +643,15 @@ class TRPO:
         return self.policy.distribution.to_env(actions)
 
     def predict(self, observation: Any, deterministic: bool = True) -> Any:
-        """The env action for one raw observation (or a ``(B, obs_dim)`` batch of flat ones),
+        """The env action for one raw observation, or the ``B`` actions of a batch (every
+        array with a leading ``B``: ``(B, 84, 84, 3)`` images, a Dict of ``(B, ...)`` arrays),
         with the frozen normalization statistics applied.
 
         Example:
             >>> obs, _ = env.reset(seed=0)  # doctest: +SKIP
             >>> env.step(agent.predict(obs))  # doctest: +SKIP
         """
-        if not (
-            isinstance(self.raw_observation_space, spaces.Box)
-            and len(self.raw_observation_space.shape) == 1
-        ):
-            flat = spaces.flatten(self.raw_observation_space, observation)[None]
-            single = True
-        else:
-            array = np.asarray(observation)
-            single = array.ndim == 1
-            flat = array.reshape(-1, self.observation_dim)
+        flat, single = flatten_observations(self.raw_observation_space, observation)
         actions = self._act(flat, self._current_obs_normalizer(), deterministic)
         return actions[0] if single else actions
 

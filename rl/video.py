@@ -3,7 +3,9 @@
 The agent acts through ``TRPO.predict`` (frozen normalization statistics, deterministic
 by default) in one env made like the training envs but with ``render_mode="rgb_array"``;
 RecordVideo writes one MP4 per episode. RecordVideo encodes with moviepy, which rl does not
-install by itself. MuJoCo renders headless with ``MUJOCO_GL=egl`` (GPU) or ``osmesa``.
+install by itself. Without a display, MuJoCo needs a headless OpenGL backend:
+:func:`use_offscreen_rendering` sets ``MUJOCO_GL`` to ``egl`` (or ``osmesa``) when the
+library is there and nothing else was chosen; ``trpo eval --video`` calls it first.
 
 Example:
     >>> agent = TRPO.load("runs/pendulum/model.pt")  # doctest: +SKIP
@@ -13,7 +15,10 @@ Example:
 
 from __future__ import annotations
 
+import ctypes.util
 import importlib.util
+import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,10 +31,41 @@ from rl.envs import quiet_mujoco_deprecations
 if TYPE_CHECKING:
     from rl.trpo import TRPO
 
-__all__ = ["MOVIEPY_HINT", "record_video"]
+__all__ = ["MOVIEPY_HINT", "OPENGL_HINT", "record_video", "use_offscreen_rendering"]
 
 MOVIEPY_HINT = "recording videos (gymnasium's RecordVideo) needs moviepy: pip install moviepy"
+OPENGL_HINT = (
+    "MuJoCo cannot render without a display: install EGL or OSMesa (Debian: libegl1 or "
+    "libosmesa6) and set MUJOCO_GL=egl or MUJOCO_GL=osmesa before starting"
+)
 EVAL_SEED_OFFSET = 1_000_000  # as TRPO.evaluate: apart from the training envs' seeds
+
+
+def use_offscreen_rendering(environ: dict[str, str] | None = None) -> str | None:
+    """Choose MuJoCo's headless OpenGL backend when there is no display.
+
+    On Linux with neither ``DISPLAY`` nor ``WAYLAND_DISPLAY`` and no ``MUJOCO_GL`` chosen,
+    sets ``MUJOCO_GL`` (and ``PYOPENGL_PLATFORM``) to ``egl`` if libEGL is installed, else to
+    ``osmesa`` if libOSMesa is. Must run before the first MuJoCo env is made (MuJoCo reads it
+    once, at import).
+
+    Returns:
+        str | None: the backend set, or None when nothing was changed.
+    """
+    environ = os.environ if environ is None else environ
+    if (
+        not sys.platform.startswith("linux")
+        or environ.get("MUJOCO_GL")
+        or environ.get("DISPLAY")
+        or environ.get("WAYLAND_DISPLAY")
+    ):
+        return None
+    for backend, library in (("egl", "EGL"), ("osmesa", "OSMesa")):
+        if ctypes.util.find_library(library):
+            environ["MUJOCO_GL"] = backend
+            environ.setdefault("PYOPENGL_PLATFORM", backend)
+            return backend
+    return None
 
 
 def record_video(
@@ -78,6 +114,10 @@ def record_video(
             episode_return, length = _play_episode(env, agent, deterministic, seed + episode)
             returns.append(episode_return)
             lengths.append(length)
+    except Exception as error:
+        if type(error).__module__.startswith("mujoco") and "OpenGL" in str(error):
+            raise RuntimeError(OPENGL_HINT) from error  # mujoco.FatalError: no GL context
+        raise
     finally:
         env.close()
     videos = sorted(set(video_dir.glob("*.mp4")) - before)

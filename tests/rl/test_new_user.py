@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import gymnasium as gym
+import numpy as np
 import pytest
+import toy_envs
+from test_atari_images import BlobSideEnv, blob_config
 from test_plot import PNG_SIGNATURE, fake_run
 
+import rl.video
 from rl import TRPO, TRPOAgent, TRPOConfig
 from rl.cli import main
 from rl.config import ConfigError
@@ -107,3 +113,101 @@ def test_plot_prints_the_path_it_actually_wrote(tmp_path, capsys) -> None:
     written = tmp_path / "curves.png"
     assert capsys.readouterr().out.strip() == f"wrote {written}"
     assert written.read_bytes()[:8] == PNG_SIGNATURE
+
+
+# ------------------------------------------------------------ predict on batches of every kind
+def _batch_matches_one_by_one(agent: TRPO, observations: list) -> None:
+    singles = np.stack([np.asarray(agent.predict(o)) for o in observations])
+    batch = stacked(observations)
+    # float32 matmuls of a batch may round differently from one row's: equal to 1e-5
+    np.testing.assert_allclose(agent.predict(batch), singles, rtol=1e-5, atol=1e-7)
+
+
+def stacked(observations: list):
+    """A batch as a vector env returns it: arrays stacked, Dicts stacked key by key."""
+    if isinstance(observations[0], dict):
+        return {key: np.stack([o[key] for o in observations]) for key in observations[0]}
+    return np.stack(observations)
+
+
+def test_predict_on_a_batch_of_flat_observations_gives_a_batch() -> None:
+    agent = TRPO(TRPOConfig(env_id="Pendulum-v1", normalize_observations=True, total_steps=64,
+                            steps_per_iteration=64))  # fmt: skip
+    env = gym.make("Pendulum-v1")
+    _batch_matches_one_by_one(agent, [env.reset(seed=s)[0] for s in range(7)])
+
+
+def test_predict_on_a_batch_of_dict_observations_gives_a_batch() -> None:
+    agent = TRPO(TRPOConfig(total_steps=64, steps_per_iteration=64),
+                 env_fn=toy_envs.MultiDiscreteTargetEnv)  # fmt: skip
+    env = toy_envs.MultiDiscreteTargetEnv()
+    _batch_matches_one_by_one(agent, [env.reset(seed=s)[0] for s in range(5)])
+
+
+def test_predict_on_a_batch_of_images_gives_a_batch() -> None:
+    agent = TRPO(blob_config(), env_fn=BlobSideEnv)
+    env = BlobSideEnv()
+    _batch_matches_one_by_one(agent, [env.reset(seed=s)[0] for s in range(6)])
+
+
+def test_predict_names_the_shapes_it_accepts() -> None:
+    agent = TRPO(blob_config(), env_fn=BlobSideEnv)
+    with pytest.raises(ValueError, match=r"fits neither the observation space .* \(B, \*"):
+        agent.predict(np.zeros((2, 3), dtype=np.uint8))
+
+
+# ------------------------------------------------------------ rendering MuJoCo without a display
+def test_without_a_display_an_offscreen_opengl_backend_is_chosen(monkeypatch) -> None:
+    monkeypatch.setattr(rl.video.sys, "platform", "linux")
+    found = {"EGL": None, "OSMesa": "libOSMesa.so.8"}
+    monkeypatch.setattr(rl.video.ctypes.util, "find_library", found.get)
+    environ: dict[str, str] = {}
+    assert rl.video.use_offscreen_rendering(environ) == "osmesa"
+    assert environ == {"MUJOCO_GL": "osmesa", "PYOPENGL_PLATFORM": "osmesa"}
+    found["EGL"] = "libEGL.so.1"
+    assert rl.video.use_offscreen_rendering(environ := {}) == "egl"
+    for chosen in ({"DISPLAY": ":0"}, {"MUJOCO_GL": "glfw"}, {"WAYLAND_DISPLAY": "w"}):
+        assert rl.video.use_offscreen_rendering(dict(chosen)) is None
+
+
+def test_mujoco_renders_a_frame_headless_in_a_fresh_process(tmp_path) -> None:
+    """What `trpo eval --video` does first, then a MuJoCo frame (skipped without EGL/OSMesa)."""
+    import ctypes.util
+    import subprocess
+    import sys
+
+    if not (ctypes.util.find_library("EGL") or ctypes.util.find_library("OSMesa")):
+        pytest.skip("neither EGL nor OSMesa is installed")
+    code = (
+        "from rl.video import use_offscreen_rendering; use_offscreen_rendering()\n"
+        "import gymnasium as gym\n"
+        "env = gym.make('InvertedPendulum-v5', render_mode='rgb_array'); env.reset(seed=0)\n"
+        "print(env.render().shape)"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "MUJOCO_GL")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert done.stdout.strip().splitlines()[-1] == "(480, 480, 3)"
+
+
+def test_the_live_table_fits_80_columns_with_whole_headers() -> None:
+    import io
+
+    from rich.console import Console
+
+    from rl.progress import RichProgress
+
+    progress = RichProgress(1_000_000, stream=io.StringIO())
+    progress.live.stop()
+    row = {"iteration": 1234, "step": 999_424, "episode_return_mean": -12345.6,
+           "episode_length_mean": 1000.0, "kl": 0.0123, "entropy": -7.659, "value_loss": 0.0606,
+           "explained_variance": -0.52, "backtracks": 10, "accepted": True, "fps": 6000.0}  # fmt: skip
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(progress._table(row))
+    header, values = console.export_text().splitlines()[:2]
+    assert "…" not in header + values and len(header.rstrip()) <= 80
+    assert header.split() == ["iter", "return", "length", "kl", "entropy", "v", "loss", "ev",
+                              "backtr", "accepted"]  # fmt: skip
+    assert values.split() == ["1234", "-12345.6", "1000", "0.0123", "-7.659", "0.0606", "-0.52",
+                              "10", "yes"]  # fmt: skip
