@@ -201,8 +201,9 @@ def test_the_live_table_fits_80_columns_with_whole_headers() -> None:
     progress = RichProgress(1_000_000, stream=io.StringIO())
     progress.live.stop()
     row = {"iteration": 1234, "step": 999_424, "episode_return_mean": -12345.6,
-           "episode_length_mean": 1000.0, "kl": 0.0123, "entropy": -7.659, "value_loss": 0.0606,
-           "explained_variance": -0.52, "backtracks": 10, "accepted": True, "fps": 6000.0}  # fmt: skip
+           "episode_length_mean": 1000.0, "kl": 0.0123, "entropy": -7.659,
+           "value_loss": 0.0606, "explained_variance": -0.52, "backtracks": 10,
+           "accepted": True, "fps": 6000.0}  # fmt: skip
     console = Console(width=80, record=True, file=io.StringIO())
     console.print(progress._table(row))
     header, values = console.export_text().splitlines()[:2]
