@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="trpo", description="TRPO on Gymnasium environments.")
     parser.add_argument("--version", action="version", version=f"trpo {_version()}")
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{train,eval,presets,plot}"
+        dest="command", required=True, metavar="{train,eval,export,presets,plot}"
     )
 
     train = commands.add_parser(
@@ -147,6 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="record the episodes as MP4s in DIR with gymnasium's RecordVideo (needs moviepy)",
     )
     evaluate.set_defaults(handler=_eval)
+
+    export = commands.add_parser(
+        "export", help="write the deterministic policy as an ONNX or torch.export file"
+    )
+    export.add_argument("run_dir", metavar="RUN_DIR", help="a run directory from trpo train")
+    export.add_argument(
+        "--format", choices=("onnx", "pt2"), default="onnx", help="file format (default: onnx)"
+    )
+    export.add_argument("--out", metavar="FILE", help="default: RUN_DIR/policy.onnx or .pt2")
+    export.set_defaults(handler=_export)
 
     presets = commands.add_parser("presets", help="list the built-in tuned settings")
     presets.add_argument(
@@ -454,29 +464,49 @@ def _make_agent(config: TRPOConfig, agent_class: type[TRPO] = TRPO) -> TRPO:
 
 
 # --------------------------------------------------------------------------------- eval
-def _eval(args: argparse.Namespace) -> int:
-    if not Path(args.run_dir).is_dir():
-        raise UsageError(f"RUN_DIR = {args.run_dir!r}: no such directory")
-    if args.video:
-        from rl.video import use_offscreen_rendering
-
-        use_offscreen_rendering()  # before the first MuJoCo env is made
-    model_path = Path(args.run_dir) / MODEL_FILE
-    if not model_path.is_file() and (Path(args.run_dir) / CHECKPOINT_FILE).is_file():
-        model_path = Path(args.run_dir) / CHECKPOINT_FILE
+def _load_run(run_dir: str, command: str) -> TRPO:
+    """The final model of ``run_dir`` (its checkpoint when training did not finish)."""
+    if not Path(run_dir).is_dir():
+        raise UsageError(f"RUN_DIR = {run_dir!r}: no such directory")
+    model_path = Path(run_dir) / MODEL_FILE
+    if not model_path.is_file() and (Path(run_dir) / CHECKPOINT_FILE).is_file():
+        model_path = Path(run_dir) / CHECKPOINT_FILE
         print(
-            f"trpo eval: no {MODEL_FILE} in {args.run_dir} (training did not finish): "
-            f"evaluating its {CHECKPOINT_FILE}",
+            f"trpo {command}: no {MODEL_FILE} in {run_dir} (training did not finish): "
+            f"{'evaluating' if command == 'eval' else 'exporting'} its {CHECKPOINT_FILE}",
             file=sys.stderr,
         )
     if not model_path.is_file():
-        raise UsageError(f"RUN_DIR = {args.run_dir!r}: no {MODEL_FILE} in it (has training ended?)")
+        raise UsageError(f"RUN_DIR = {run_dir!r}: no {MODEL_FILE} in it (has training ended?)")
     try:
-        agent = TRPO.load(model_path)
+        return TRPO.load(model_path)
     except CheckpointError as error:  # names the file and what is wrong with it
         raise UsageError(str(error)) from None
     except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as error:
         raise UsageError(f"cannot load {str(model_path)!r}: {str(error).splitlines()[0]}") from None
+
+
+def _export(args: argparse.Namespace) -> int:
+    from rl.export import export_policy  # torch.export / onnx only when asked for
+
+    agent = _load_run(args.run_dir, "export")
+    out = Path(args.out) if args.out else Path(args.run_dir) / f"policy.{args.format}"
+    try:
+        written = export_policy(agent, out, args.format)
+    except ImportError as error:
+        raise UsageError(f"--format {args.format}: {error}") from None
+    finally:
+        agent.close()
+    print(f"wrote {written}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    if args.video:
+        from rl.video import use_offscreen_rendering
+
+        use_offscreen_rendering()  # before the first MuJoCo env is made
+    agent = _load_run(args.run_dir, "eval")
     episodes = args.episodes or (1 if args.video else 10)
     try:
         if args.video:
