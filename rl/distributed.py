@@ -78,7 +78,7 @@ from rl.errors import CheckpointWriteError
 from rl.progress import Progress, ProgressMode
 from rl.rollout import Rollout, RolloutCollector
 from rl.run_files import RunFiles
-from rl.trpo import TRPO
+from rl.trpo import TRPO, _Clock
 from rl.value import MinibatchStepper, finish_fit, fit_value
 from trust_region.distributed import broadcast_parameters, check_parameters_in_sync
 
@@ -541,8 +541,11 @@ class DistributedTRPO(TRPO):
             "episode_length_mean": float(np.mean(lengths)) if lengths else None,
         }
 
-    def _evaluation_due(self, total_steps: int) -> bool:
-        return self.rank == 0 and super()._evaluation_due(total_steps)
+    def _evaluate_during_training(self, clock: _Clock) -> dict[str, Any] | None:
+        """Rank 0 evaluates; the others skip it. Whether an evaluation is due is decided
+        alike on every rank (from the step count), so all ranks take the same path through
+        the loop and issue the same collectives."""
+        return super()._evaluate_during_training(clock) if self.rank == 0 else None
 
     # ------------------------------------------------------------------------- files
     @classmethod

@@ -337,8 +337,8 @@ class TRPO:
                     continue
                 self._join_value_fit()
                 self._write_row(files, display, row)
-                if evaluate:
-                    evaluation = self._evaluate_during_training(clock)
+                evaluation = self._evaluate_during_training(clock) if evaluate else None
+                if evaluation is not None:  # (None on the ranks of a job that do not evaluate)
                     if files is not None:
                         files.append_eval(evaluation)
                     display.evaluation(evaluation)
@@ -594,7 +594,7 @@ class TRPO:
         crossed = self.step // every > previous_step // every
         return crossed or self.step >= total_steps
 
-    def _evaluate_during_training(self, clock: _Clock) -> dict[str, Any]:
+    def _evaluate_during_training(self, clock: _Clock) -> dict[str, Any] | None:
         with clock.paused():
             stats = self.evaluate(self.config.eval_episodes)
         self.last_evaluation = {"step": self.step, **stats, "time": clock.time()}

@@ -36,6 +36,11 @@ TIMING_KEYS = {"fps", "time", "rollout_time", "update_time"}
 SHARDS = (37, 45)  # unequal: the ranks' parts of the last minibatches differ, one is empty
 MINIBATCH, EPOCHS = 8, 3
 TRAIN_ARGS = ["CartPole-v1", "--seed", "4", "--set", "steps_per_iteration=256", "--quiet"]
+EVALUATING = [
+    "Pendulum-v1", "--seed", "5", "--set", "steps_per_iteration=256", "--set", "eval_every=512",
+    "--set", "eval_episodes=2", "--set", "checkpoint_every=3", "--set",
+    "normalize_observations=true", "--set", "normalize_rewards=true", "--quiet",
+]  # fmt: skip
 PER_RANK_STEPS = 256
 
 
@@ -253,6 +258,10 @@ def two_rank_runs(tmp_path_factory) -> Path:
         [*TRAIN_ARGS, "--total-steps", str(4 * job_steps), "--run-dir", str(base / "a")],
         [*TRAIN_ARGS, "--total-steps", str(2 * job_steps), "--run-dir", str(base / "b")],
         ["--resume", str(base / "b"), "--total-steps", str(4 * job_steps), "--quiet"],
+        # rank 0 alone evaluates: the ranks once took different paths here and hung
+        [*EVALUATING, "--total-steps", str(4 * job_steps), "--run-dir", str(base / "c")],
+        [*EVALUATING, "--total-steps", str(2 * job_steps), "--run-dir", str(base / "d")],
+        ["--resume", str(base / "d"), "--total-steps", str(4 * job_steps), "--quiet"],
     ]
     spawn(training_worker, 2, base, runs)
     return base
@@ -293,6 +302,17 @@ def test_two_rank_run_resumed_from_its_checkpoint_writes_the_uninterrupted_rows(
     two_rank_runs,
 ) -> None:
     assert rows(two_rank_runs / "b") == rows(two_rank_runs / "a")
+
+
+def test_two_ranks_evaluating_and_checkpointing_take_each_iteration_once(two_rank_runs) -> None:
+    """eval_every and checkpoint_every with 2 ranks (Pendulum, normalization on): every rank
+    goes through each iteration once, rank 0 evaluates at each boundary, and a run resumed
+    from its checkpoint writes the uninterrupted rows."""
+    run_rows = rows(two_rank_runs / "c")
+    assert [row["iteration"] for row in run_rows] == [1, 2, 3, 4]
+    evals = (two_rank_runs / "c" / "evals.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in evals] == [512, 1024, 1536, 2048]
+    assert rows(two_rank_runs / "d") == run_rows
 
 
 def test_one_process_refuses_to_resume_a_two_rank_checkpoint(two_rank_runs) -> None:
