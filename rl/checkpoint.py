@@ -301,6 +301,11 @@ def load_plain_file(path: str | Path) -> Any:
     except OSError as error:
         raise CheckpointError(f"cannot read {str(path)!r}: {error.strerror or error}") from None
     with file:
+        if not zipfile.is_zipfile(file):  # torch.save writes zip archives; this is not one
+            raise CheckpointError(
+                f"{str(path)!r} is truncated or corrupt: not a whole file written by torch.save"
+            )
+        file.seek(0)
         try:
             return torch.load(file, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:
@@ -763,11 +768,15 @@ def restore_training_state(
 
 
 def load_run(
-    run_dir: str | Path, total_steps: int | None = None
+    run_dir: str | Path, total_steps: int | None = None, restart: bool = False
 ) -> tuple[TRPOConfig, dict[str, Any] | None, Path | None]:
     """The config of a run directory (its config.yaml, ``run_dir`` set to where it is now,
     ``total_steps`` replaced if given) and its latest checkpoint with its path, or
-    ``(config, None, None)`` when it has no checkpoint yet."""
+    ``(config, None, None)`` when it has no checkpoint yet.
+
+    A directory with a final model.pt but no checkpoint (a finished run whose checkpoints
+    were deleted) is refused unless ``restart``: starting afresh would drop its rows, its
+    evaluations and its model."""
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
@@ -777,6 +786,13 @@ def load_run(
         overrides["total_steps"] = total_steps
     config = TRPOConfig.from_file(config_path).with_overrides(overrides)
     found = latest_checkpoint(run_dir)
+    if found is None and (run_dir / MODEL_FILE).is_file() and not restart:
+        raise CheckpointError(
+            f"{str(run_dir)!r} holds a finished run ({MODEL_FILE}) but no checkpoint to "
+            f"continue from: resuming would start afresh and drop its metrics, evaluations and "
+            f"{MODEL_FILE}; train into another run_dir, or pass --restart "
+            "(TRPO.resume(..., restart=True)) to start this one afresh"
+        )
     if found is None:
         return config, None, None
     checkpoint, path = found
@@ -841,7 +857,7 @@ class Checkpointer:
 
 
 class StopOnSignals:
-    """While installed (in the main thread), the first SIGINT or SIGTERM asks for a stop at
+    """While installed (in the main thread), the first SIGINT, SIGTERM or SIGHUP asks for a stop at
     the end of the current iteration (``signal_name`` becomes ``"SIGINT"``/``"SIGTERM"``);
     a second one raises KeyboardInterrupt at once. ``uninstall`` restores the previous
     handlers.
@@ -850,7 +866,12 @@ class StopOnSignals:
         active (bool): with False, ``install`` does nothing (default: True).
     """
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    # SIGHUP: the terminal was closed (an ssh session dropped): stop as for SIGTERM.
+    SIGNALS = (
+        signal.SIGINT,
+        signal.SIGTERM,
+        *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []),
+    )
 
     def __init__(self, active: bool = True) -> None:
         self.active = active
@@ -878,9 +899,10 @@ class StopOnSignals:
         if self.signal_name is not None:
             raise KeyboardInterrupt
         self.signal_name = signal.Signals(number).name
-        print(
-            f"trpo: {self.signal_name} received: stopping after this iteration with a "
-            "checkpoint (send it again to stop at once)",
-            file=sys.stderr,
-            flush=True,
-        )
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            print(
+                f"trpo: {self.signal_name} received: stopping after this iteration with a "
+                "checkpoint (send it again to stop at once)",
+                file=sys.stderr,
+                flush=True,
+            )

@@ -38,6 +38,8 @@ from rl.checkpoint import (
     PREVIOUS_CHECKPOINT_FILE,
     CheckpointError,
     CheckpointWarning,
+    UnsafeCheckpointError,
+    load_plain_file,
 )
 from rl.config import (
     ConfigError,
@@ -50,9 +52,9 @@ from rl.errors import TrainingError
 from rl.plot import plot_runs
 from rl.presets import Preset, all_presets, find_preset, similar_presets
 from rl.progress import Progress, ProgressMode, make_progress
-from rl.run_files import CONFIG_FILE, METRICS_FILE, MODEL_FILE
+from rl.run_files import CONFIG_FILE, EVALS_FILE, METRICS_FILE, MODEL_FILE
 from rl.tensorboard import TENSORBOARD_HINT, TensorBoardProgress, tensorboard_available
-from rl.trpo import TRPO
+from rl.trpo import MODEL_FORMAT, TRPO
 
 __all__ = ["main"]
 
@@ -113,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_DIR",
         help="continue a run from its config.yaml and latest checkpoint "
         "(with --total-steps and --quiet only)",
+    )
+    train.add_argument(
+        "--restart",
+        action="store_true",
+        help="with --resume: start afresh even when RUN_DIR holds a finished run without a "
+        "checkpoint (its rows, evaluations and model.pt are replaced)",
     )
     train.add_argument("--total-steps", type=int, help="env steps to train for")
     train.add_argument("--seed", type=int, help="random seed")
@@ -252,6 +260,8 @@ def _train(args: argparse.Namespace, agent_class: type[TRPO] = TRPO) -> int:
     """``trpo train``; ``rl.train`` runs it with ``agent_class=DistributedTRPO``."""
     if args.resume is not None:
         return _resume(args, agent_class)
+    if args.restart:
+        raise UsageError("--restart goes with --resume RUN_DIR")
     if args.target is None:
         raise UsageError("ENV_ID_OR_CONFIG_FILE is required (or --resume RUN_DIR)")
     config, preset, overridden = _resolve_train_config(args)
@@ -285,7 +295,7 @@ def _run_training(agent: TRPO, quiet: bool, tensorboard: bool = False) -> int:
             )
             return 130
         raise
-    except (TrainingError, OSError) as error:
+    except (TrainingError, OSError, MemoryError) as error:
         raise TrainingError(_with_resume_hint(error, agent.config.run_dir)) from error
     finally:
         agent.close()
@@ -332,12 +342,12 @@ def _resume(args: argparse.Namespace, agent_class: type[TRPO] = TRPO) -> int:
     if extra:
         raise UsageError(
             f"--resume continues a run from its own config.yaml: {', '.join(extra)} cannot "
-            "be given with it (only --total-steps and --quiet)"
+            "be given with it (only --total-steps, --restart and --quiet)"
         )
     run_dir = args.resume
     with _checkpoint_warnings_as_lines():
         try:
-            agent = agent_class.resume(run_dir, total_steps=args.total_steps)
+            agent = agent_class.resume(run_dir, total_steps=args.total_steps, restart=args.restart)
         except CheckpointError as error:
             raise UsageError(f"--resume {run_dir!r}: {error}") from None
         config = agent.config
@@ -406,10 +416,26 @@ def _resolve_train_config(
     config = TRPOConfig.from_dict(merge_dicts(settings, data))
     if config.run_dir is None:
         config = config.with_overrides({"run_dir": _default_run_dir(env_id, config.seed)})
-    if (Path(config.run_dir) / METRICS_FILE).exists():
-        raise UsageError(f"run_dir = {config.run_dir!r} already holds a run; choose another")
+    held = [name for name in RUN_DIR_FILES if (Path(config.run_dir) / name).exists()]
+    if held:  # any of them: a run whose metrics.jsonl was deleted is still a run
+        raise UsageError(
+            f"run_dir = {config.run_dir!r} already holds a run ({', '.join(held)}); choose "
+            "another, or continue it with: trpo train --resume " + str(config.run_dir)
+        )
+    if Path(config.run_dir).exists() and not Path(config.run_dir).is_dir():
+        raise UsageError(f"run_dir = {config.run_dir!r} is a file, not a directory")
     overridden = sorted(set(_dotted(settings)) & set(_dotted(data)))
     return config, preset, overridden
+
+
+RUN_DIR_FILES = (
+    CONFIG_FILE,
+    METRICS_FILE,
+    EVALS_FILE,
+    MODEL_FILE,
+    CHECKPOINT_FILE,
+    PREVIOUS_CHECKPOINT_FILE,
+)
 
 
 def _dotted(data: dict[str, typing.Any], prefix: str = "") -> dict[str, typing.Any]:
@@ -455,8 +481,11 @@ def _default_run_dir(env_id: str, seed: int) -> str:
 def _make_agent(config: TRPOConfig, agent_class: type[TRPO] = TRPO) -> TRPO:
     try:
         return agent_class(config)
-    except (gym.error.Error, TypeError, ValueError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+    except Exception as error:  # whatever the env's constructor raises (KeyError, assert, ...)
+        if isinstance(error, (TrainingError, ConfigError)):
+            raise
+        text = str(error).strip()
+        message = f"{type(error).__name__}: {text.splitlines()[0]}" if text else repr(error)
         raise UsageError(
             f"cannot build the agent for env_id = {config.env_id!r} "
             f"(env_kwargs = {config.env_kwargs!r}): {message}"
@@ -464,26 +493,52 @@ def _make_agent(config: TRPOConfig, agent_class: type[TRPO] = TRPO) -> TRPO:
 
 
 # --------------------------------------------------------------------------------- eval
-def _load_run(run_dir: str, command: str) -> TRPO:
-    """The final model of ``run_dir`` (its checkpoint when training did not finish)."""
-    if not Path(run_dir).is_dir():
+def _load_run(run_dir: str, command: str, device: str | None = None) -> TRPO:
+    """The newest intact state of ``run_dir``: model.pt, or a checkpoint written after it
+    (training killed during a resumed run) or instead of it (training did not finish);
+    checkpoint.prev.pt when checkpoint.pt is unreadable. Says on stderr when it is not
+    model.pt, with its step."""
+    directory = Path(run_dir)
+    if not directory.is_dir():
         raise UsageError(f"RUN_DIR = {run_dir!r}: no such directory")
-    model_path = Path(run_dir) / MODEL_FILE
-    if not model_path.is_file() and (Path(run_dir) / CHECKPOINT_FILE).is_file():
-        model_path = Path(run_dir) / CHECKPOINT_FILE
-        print(
-            f"trpo {command}: no {MODEL_FILE} in {run_dir} (training did not finish): "
-            f"{'evaluating' if command == 'eval' else 'exporting'} its {CHECKPOINT_FILE}",
-            file=sys.stderr,
-        )
-    if not model_path.is_file():
+    names = (MODEL_FILE, CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE)
+    present = [directory / name for name in names if (directory / name).is_file()]
+    if not present:
         raise UsageError(f"RUN_DIR = {run_dir!r}: no {MODEL_FILE} in it (has training ended?)")
+    steps, errors = {}, {}
+    for path in present:
+        try:
+            steps[path] = _saved_step(path)
+        except UnsafeCheckpointError as error:  # tampered with: refused, no fallback
+            raise UsageError(str(error)) from None
+        except CheckpointError as error:
+            errors[path] = str(error).strip().splitlines()[0]
+    if not steps:
+        raise UsageError(next(iter(errors.values())))
+    newest = max(steps, key=lambda path: (steps[path], path.name == MODEL_FILE))
+    if newest.name != MODEL_FILE:
+        model = directory / MODEL_FILE
+        why = (
+            f"newer than {MODEL_FILE} at step {steps[model]}" if model in steps
+            else errors.get(model, f"no {MODEL_FILE}: training did not finish")
+        )  # fmt: skip
+        print(f"trpo {command}: using {newest.name} at step {steps[newest]} ({why})",
+              file=sys.stderr)  # fmt: skip
     try:
-        return TRPO.load(model_path)
+        return TRPO.load(newest, device=device)
     except CheckpointError as error:  # names the file and what is wrong with it
         raise UsageError(str(error)) from None
     except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as error:
-        raise UsageError(f"cannot load {str(model_path)!r}: {str(error).splitlines()[0]}") from None
+        raise UsageError(f"cannot load {str(newest)!r}: {str(error).splitlines()[0]}") from None
+
+
+def _saved_step(path: Path) -> int:
+    """The step of a model file or checkpoint; CheckpointError if it is neither."""
+    state = load_plain_file(path)
+    model = state.get("model", state) if isinstance(state, dict) else None
+    if not (isinstance(model, dict) and model.get("format") == MODEL_FORMAT):
+        raise CheckpointError(f"{str(path)!r} is not an rl TRPO model file ({MODEL_FORMAT})")
+    return int(model["step"])
 
 
 def _export(args: argparse.Namespace) -> int:

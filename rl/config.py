@@ -114,6 +114,7 @@ class TRPOConfig(_Frozen):
     steps_per_iteration: int = Field(
         2048,
         ge=1,
+        le=100_000_000,  # the rollout buffer is allocated up front: ~100M transitions at most
         description="Transitions collected per iteration, summed over envs; divisible by num_envs.",
     )
     policy: PolicyConfig = Field(default_factory=PolicyConfig, description="Policy network.")
@@ -121,7 +122,13 @@ class TRPOConfig(_Frozen):
     atari: AtariConfig = Field(
         default_factory=AtariConfig, description="ALE (Atari) preprocessing; ignored for others."
     )
-    max_kl: float = Field(0.01, gt=0.0, le=10.0, description="Trust-region radius: mean KL.")
+    max_kl: float = Field(
+        0.01,
+        ge=1e-6,
+        le=10.0,
+        description="Trust-region radius: mean KL. At least 1e-6: below, the KL measured in "
+        "float32 is rounding noise and the line search would accept or refuse at random.",
+    )
     damping: float = Field(0.1, ge=0.0, le=1e3, description="Damping added to the Fisher matrix.")
     cg_iters: int = Field(10, ge=1, le=1000, description="Conjugate-gradient iterations.")
     backtrack_iters: int = Field(10, ge=0, le=100, description="Line-search backtracking steps.")

@@ -557,6 +557,7 @@ class DistributedTRPO(TRPO):
         policy: nn.Module | None = None,
         value: nn.Module | None = None,
         process_group: dist.ProcessGroup | None = None,
+        restart: bool = False,
     ) -> DistributedTRPO:
         """``TRPO.resume`` for a job: rank 0 reads the run directory and its checkpoint
         (which must come from a job of as many ranks) and sends them to every rank; each
@@ -565,7 +566,7 @@ class DistributedTRPO(TRPO):
         loaded: Any = None
         if dist.get_rank(group) == 0:
             try:
-                config, checkpoint, path = load_run(run_dir, total_steps)
+                config, checkpoint, path = load_run(run_dir, total_steps, restart)
                 if checkpoint is not None:
                     check_world_size(checkpoint, run_dir, dist.get_world_size(group))
                 loaded = (config, checkpoint, path)

@@ -14,6 +14,7 @@ env, final observations included: ``V(observations[1:])`` gives the bootstrap va
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +51,23 @@ class Rollout:
     terminated: Tensor
     truncated: Tensor
     valid: Tensor
+
+
+def _check_buffer_fits(envs: VectorEnvs, policy: Policy, horizon: int) -> None:
+    """A MemoryError naming steps_per_iteration when the rollout's observations alone would
+    take more than the machine's memory (rather than an allocation traceback)."""
+    item = torch.empty((), dtype=_storage_dtype(envs, policy)).element_size()
+    needed = (horizon + 1) * envs.num_envs * envs.observation_dim * item
+    try:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on this platform: let torch decide
+        return
+    if needed > available:
+        raise MemoryError(
+            f"steps_per_iteration = {horizon * envs.num_envs} needs {needed / 2**30:.1f} GiB "
+            f"for the rollout's observations alone, more than this machine's "
+            f"{available / 2**30:.1f} GiB: choose fewer steps per iteration"
+        )
 
 
 def _storage_dtype(envs: VectorEnvs, policy: Policy) -> torch.dtype:
@@ -140,6 +158,7 @@ class RolloutCollector:
         self.generator = generator
         num_envs, horizon = envs.num_envs, steps_per_env
         distribution = policy.distribution
+        _check_buffer_fits(envs, policy, horizon)
         self._observations = torch.zeros(
             horizon + 1, num_envs, envs.observation_dim, dtype=_storage_dtype(envs, policy)
         )

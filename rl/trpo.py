@@ -793,6 +793,7 @@ class TRPO:
         env_fn: EnvFactory | None = None,
         policy: nn.Module | None = None,
         value: nn.Module | None = None,
+        restart: bool = False,
     ) -> TRPO:
         """Continue a run from ``run_dir/config.yaml`` and its latest checkpoint.
 
@@ -807,12 +808,15 @@ class TRPO:
             run_dir (str or Path): a run directory written by ``learn``.
             total_steps (int, optional): a new ``config.total_steps`` (to train longer).
             env_fn, policy, value: as for ``TRPO``, if the run was built with them.
+            restart (bool, optional): start afresh from config.yaml even when the directory
+                holds a finished run (model.pt) without a checkpoint, which is refused
+                otherwise (default: False).
 
         Example:
             >>> agent = TRPO.resume("runs/Pendulum-v1-seed0", total_steps=200_000)  # doctest: +SKIP
             >>> agent.learn()  # doctest: +SKIP
         """
-        config, checkpoint, path = load_run(run_dir, total_steps)
+        config, checkpoint, path = load_run(run_dir, total_steps, restart)
         if checkpoint is not None:
             check_world_size(checkpoint, run_dir, 1)
         agent = cls(config, env_fn=env_fn, policy=policy, value=value)

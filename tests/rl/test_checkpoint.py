@@ -197,7 +197,7 @@ def test_load_and_eval_of_a_checkpoint_use_its_frozen_statistics(tmp_path, capsy
     assert main(["eval", str(tmp_path), "--episodes", "2", "--json"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out) == agent.evaluate(episodes=2)
-    assert "evaluating its checkpoint.pt" in captured.err
+    assert "using checkpoint.pt at step" in captured.err
     agent.close()
     loaded.close()
 

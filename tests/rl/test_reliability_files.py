@@ -98,18 +98,44 @@ def test_file_built_to_run_code_is_refused_by_load_and_eval(run_copy, tmp_path, 
     assert not created.exists()
 
 
+def eval_falls_back_to_the_checkpoint(run_dir, capsys) -> str:
+    """``trpo eval RUN_DIR``: exit 0 on the newest intact state, saying why on stderr."""
+    assert main(["eval", str(run_dir), "--episodes", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "trpo eval: using checkpoint.pt at step" in err, err
+    return err
+
+
+def remove_checkpoints(run_dir) -> None:
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        (run_dir / name).unlink(missing_ok=True)
+
+
 def test_truncated_model_file_is_refused_by_load_and_eval(run_copy, capsys):
+    """eval uses the newest intact state (the checkpoint) and says why; without one it
+    refuses in one line."""
     model = run_copy / "model.pt"
     model.write_bytes(model.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="is truncated or corrupt"):
         rl.TRPO.load(model)
+    assert "is truncated or corrupt" in eval_falls_back_to_the_checkpoint(run_copy, capsys)
+    remove_checkpoints(run_copy)
     assert "is truncated or corrupt" in eval_error(run_copy, capsys)
+
+
+def test_random_bytes_in_model_file_are_reported_as_corrupt(run_copy, capsys):
+    (run_copy / "model.pt").write_bytes(bytes(range(256)) * 40)
+    remove_checkpoints(run_copy)
+    line = eval_error(run_copy, capsys)
+    assert "is truncated or corrupt" in line and "never runs code" not in line
 
 
 def test_file_that_is_not_an_rl_model_is_refused(run_copy, capsys):
     torch.save({"weights": torch.zeros(3)}, run_copy / "model.pt")
     with pytest.raises(CheckpointError, match=r"is not an rl TRPO model file"):
         rl.TRPO.load(run_copy / "model.pt")
+    assert "is not an rl TRPO model file" in eval_falls_back_to_the_checkpoint(run_copy, capsys)
+    remove_checkpoints(run_copy)
     assert "is not an rl TRPO model file" in eval_error(run_copy, capsys)
 
 

@@ -62,8 +62,12 @@ def assert_resumes_to_the_uninterrupted_rows(run_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize(
     ("name", "vector_mode", "to_group"),
-    [("SIGTERM", "sync", False), ("SIGINT", "async", True)],
-    ids=["SIGTERM to the process", "Ctrl-C to the process group with async workers"],
+    [("SIGTERM", "sync", False), ("SIGINT", "async", True), ("SIGHUP", "sync", False)],
+    ids=[
+        "SIGTERM to the process",
+        "Ctrl-C to the process group with async workers",
+        "SIGHUP (terminal closed) to the process",
+    ],
 )
 def test_signal_stops_trpo_train_with_a_checkpoint_and_a_resume_command(
     tmp_path, capsys, name, vector_mode, to_group

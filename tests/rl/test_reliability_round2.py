@@ -1,0 +1,140 @@
+"""Reliability, round two: resumes that would destroy, run directories that would be
+overwritten, the newest state for eval, and one-line errors where tracebacks were."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import rl.rollout
+from rl.checkpoint import read_checkpoint
+from rl.cli import main
+
+TRAIN = [
+    "CartPole-v1", "--seed", "2", "--set", "steps_per_iteration=256",
+    "--set", "policy.hidden_sizes=[8]", "--set", "value.hidden_sizes=[8]",
+    "--set", "eval_episodes=1", "--set", "checkpoint_every=1", "--quiet",
+]  # fmt: skip
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    assert main(["train", *TRAIN, "--total-steps", "768", "--run-dir", str(run_dir)]) == 0
+    return run_dir
+
+
+@pytest.fixture
+def run_copy(finished, tmp_path) -> Path:
+    return Path(shutil.copytree(finished, tmp_path / "run"))
+
+
+def one_error_line(capsys, command: str) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith(f"trpo {command}: error: ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+# ----------------------------------------------------------- resumes that would destroy a run
+def test_resuming_a_finished_run_without_checkpoints_is_refused_leaving_it_untouched(
+    run_copy, capsys
+) -> None:
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        (run_copy / name).unlink()
+    before = snapshot(run_copy)
+    assert main(["train", "--resume", str(run_copy), "--quiet"]) == 2
+    line = one_error_line(capsys, "train")
+    assert "holds a finished run (model.pt) but no checkpoint" in line and "--restart" in line
+    assert snapshot(run_copy) == before  # byte for byte, nothing added
+
+
+def test_restart_starts_the_finished_run_afresh_when_asked(run_copy, capsys) -> None:
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        (run_copy / name).unlink()
+    assert main(["train", "--resume", str(run_copy), "--restart", "--quiet"]) == 0
+    assert "starting afresh" in capsys.readouterr().out
+    assert read_checkpoint(run_copy / "checkpoint.pt")["progress"]["iteration"] == 3
+
+
+def test_restart_needs_resume(capsys, tmp_path) -> None:
+    assert main(["train", *TRAIN, "--restart", "--run-dir", str(tmp_path / "r")]) == 2
+    assert "--restart goes with --resume" in one_error_line(capsys, "train")
+
+
+@pytest.mark.parametrize("removed", ["metrics.jsonl", "config.yaml"])
+def test_a_directory_holding_any_run_file_is_not_trained_into(run_copy, capsys, removed) -> None:
+    (run_copy / removed).unlink()
+    before = snapshot(run_copy)
+    assert main(["train", "Pendulum-v1", "--run-dir", str(run_copy), "--quiet"]) == 2
+    assert "already holds a run" in one_error_line(capsys, "train")
+    assert snapshot(run_copy) == before
+
+
+def test_a_file_given_as_run_dir_is_a_usage_error(tmp_path, capsys) -> None:
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    assert main(["train", *TRAIN, "--run-dir", str(target)]) == 2
+    assert "is a file, not a directory" in one_error_line(capsys, "train")
+    assert target.read_text() == "mine"
+
+
+# ------------------------------------------------------------------ eval: the newest state
+def test_eval_uses_a_checkpoint_newer_than_the_model_and_says_so(
+    run_copy, tmp_path, capsys
+) -> None:
+    """A resumed run killed after a new checkpoint: model.pt is the old run's (step 768),
+    checkpoint.pt is ahead of it."""
+    old_model = shutil.copy(run_copy / "model.pt", tmp_path / "model-768.pt")
+    assert main(["train", "--resume", str(run_copy), "--total-steps", "1280", "--quiet"]) == 0
+    shutil.copy(old_model, run_copy / "model.pt")  # as if killed before the final model.pt
+    step = read_checkpoint(run_copy / "checkpoint.pt")["model"]["step"]
+    capsys.readouterr()
+    assert main(["eval", str(run_copy), "--episodes", "1"]) == 0
+    expected = f"using checkpoint.pt at step {step} (newer than model.pt at step 768)"
+    assert expected in capsys.readouterr().err
+
+
+def test_eval_falls_back_to_the_previous_checkpoint(run_copy, capsys) -> None:
+    (run_copy / "model.pt").unlink()
+    (run_copy / "checkpoint.pt").write_bytes(b"garbage")
+    assert main(["eval", str(run_copy), "--episodes", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "using checkpoint.prev.pt at step 512" in err
+
+
+# ------------------------------------------------------------------- one line, no traceback
+@pytest.mark.parametrize(
+    ("env_id", "kwarg", "says"),
+    [
+        ("FrozenLake-v1", "env_kwargs.map_name=9x9", "KeyError: '9x9'"),
+        ("LunarLander-v3", "env_kwargs.gravity=5.0", "AssertionError: gravity"),
+    ],
+)
+def test_env_kwargs_the_env_rejects_are_one_line(env_id, kwarg, says, tmp_path, capsys) -> None:
+    assert main(["train", env_id, "--set", kwarg, "--run-dir", str(tmp_path / "r")]) == 2
+    line = one_error_line(capsys, "train")
+    assert "env_kwargs = " in line and says in line
+
+
+def test_max_kl_at_float_noise_is_refused(tmp_path, capsys) -> None:
+    assert main(["train", *TRAIN, "--set", "max_kl=1e-12", "--run-dir", str(tmp_path)]) == 2
+    assert "max_kl = 1e-12: Input should be greater than or equal to 0.000001" in one_error_line(
+        capsys, "train"
+    )
+
+
+def test_a_rollout_larger_than_memory_is_one_line(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(rl.rollout.os, "sysconf", lambda name: 1024)  # a 1 MiB machine
+    code = main(["train", *TRAIN, "--set", "steps_per_iteration=65536", "--run-dir",
+                 str(tmp_path / "r")])  # fmt: skip
+    assert code == 1
+    line = one_error_line(capsys, "train")
+    assert "steps_per_iteration = 65536 needs" in line and "choose fewer steps" in line
