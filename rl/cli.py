@@ -48,7 +48,7 @@ from rl.config import (
     parse_overrides,
     read_config_file,
 )
-from rl.errors import TrainingError
+from rl.errors import RunDirLockedError, TrainingError
 from rl.plot import plot_runs
 from rl.presets import Preset, all_presets, find_preset, similar_presets
 from rl.progress import Progress, ProgressMode, make_progress
@@ -247,6 +247,9 @@ def run_command(args: argparse.Namespace) -> int:
     except (UsageError, ConfigError) as error:
         print(f"trpo {args.command}: error: {error}", file=sys.stderr)
         return USAGE_ERROR
+    except RunDirLockedError as error:  # another process's run: a usage error, nothing lost
+        print(f"trpo {args.command}: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
     except TrainingError as error:
         print(f"trpo {args.command}: error: {error}", file=sys.stderr)
         return 1
@@ -294,6 +297,8 @@ def _run_training(agent: TRPO, quiet: bool, tensorboard: bool = False) -> int:
                 file=sys.stderr,
             )
             return 130
+        raise
+    except RunDirLockedError:
         raise
     except (TrainingError, OSError, MemoryError) as error:
         raise TrainingError(_with_resume_hint(error, agent.config.run_dir)) from error
@@ -469,13 +474,19 @@ def _check_env_id(env_id: str) -> None:
 
 
 def _default_run_dir(env_id: str, seed: int) -> str:
+    """``runs/ENV-seedS-STAMP``, created here: mkdir is atomic, so runs started in the same
+    second (a parallel sweep) get a directory each (``-2``, ``-3``, ... when taken)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path("runs") / f"{env_id.replace('/', '_')}-seed{seed}-{stamp}"
+    base.parent.mkdir(parents=True, exist_ok=True)
     candidate, suffix = base, 1
-    while candidate.exists():
-        suffix += 1
-        candidate = base.with_name(f"{base.name}-{suffix}")
-    return str(candidate)
+    while True:
+        try:
+            candidate.mkdir()
+            return str(candidate)
+        except FileExistsError:
+            suffix += 1
+            candidate = base.with_name(f"{base.name}-{suffix}")
 
 
 def _make_agent(config: TRPOConfig, agent_class: type[TRPO] = TRPO) -> TRPO:

@@ -582,6 +582,7 @@ class DistributedTRPO(TRPO):
             restore_agent(agent, own)
             agent.resumed_from, agent._resume_state = path, own
         if agent.rank == 0:
+            agent._hold_for_resume(run_dir)
             RunFiles(run_dir).drop_rows_after(agent.iteration, agent.step)
         return agent
 

@@ -19,6 +19,7 @@ __all__ = [
     "EnvWorkerError",
     "NonFiniteEnvError",
     "RunDirError",
+    "RunDirLockedError",
     "TrainingError",
 ]
 
@@ -99,3 +100,7 @@ class RunDirError(TrainingError):
 
 class CheckpointWriteError(TrainingError):
     """A checkpoint could not be written; the previous checkpoint is intact."""
+
+
+class RunDirLockedError(RunDirError):
+    """Another live process trains or resumes in the run directory."""

@@ -72,6 +72,7 @@ from rl.policies import Policy, make_distribution, make_policy
 from rl.progress import Progress, ProgressMode, make_progress
 from rl.rollout import Rollout, RolloutCollector
 from rl.run_files import RunFiles
+from rl.run_lock import acquire_run_dir, release_run_dir
 from rl.surrogate import make_policy_batch, make_policy_closure
 from rl.value import (
     BackgroundCall,
@@ -212,6 +213,7 @@ class TRPO:
         self.reward_statistics: dict[str, float] | None = None
         self.last_evaluation: dict[str, Any] | None = None
         self.resumed_from: Path | None = None  # the checkpoint ``resume`` loaded
+        self._resume_hold: Path | None = None  # run_dir locked by ``resume`` until ``learn`` ends
         self.stopped_by: str | None = None  # "SIGINT"/"SIGTERM" if the last learn was stopped
         self._resume_state: dict[str, Any] | None = None  # env/RNG state for the next learn
         self._train_envs: VectorEnvs | None = None
@@ -297,12 +299,30 @@ class TRPO:
         Returns:
             TRPO: ``self``, trained.
         """
+        files = self._run_files()
+        if files is None:
+            return self._learn(files, total_steps, progress, final_evaluation, callback)
+        acquire_run_dir(files.directory)  # RunDirLockedError if another process writes there
+        try:
+            return self._learn(files, total_steps, progress, final_evaluation, callback)
+        finally:
+            release_run_dir(files.directory)
+            self._release_resume_hold()
+
+    def _learn(
+        self,
+        files: RunFiles | None,
+        total_steps: int | None,
+        progress: ProgressMode | Progress,
+        final_evaluation: bool,
+        callback: Callable[[TRPO, dict[str, Any]], bool | None] | None,
+    ) -> TRPO:
+        """``learn``'s loop, with the run directory (if any) locked by this process."""
         config = self.config
         total_steps = config.total_steps if total_steps is None else total_steps
         display = (
             progress if isinstance(progress, Progress) else make_progress(progress, total_steps)
         )
-        files = self._run_files()
         if files is not None:
             files.write_config(config.to_yaml())
         envs = self._train_envs = self._make_envs(config.num_envs, training=True)
@@ -823,8 +843,19 @@ class TRPO:
         if checkpoint is not None:
             restore_agent(agent, checkpoint)
             agent.resumed_from, agent._resume_state = path, checkpoint
+        agent._hold_for_resume(run_dir)
         RunFiles(run_dir).drop_rows_after(agent.iteration, agent.step)
         return agent
+
+    def _hold_for_resume(self, run_dir: str | Path) -> None:
+        """Lock ``run_dir`` from ``resume`` (which rewrites its rows) until ``learn`` ends."""
+        acquire_run_dir(run_dir)
+        self._resume_hold = Path(run_dir)
+
+    def _release_resume_hold(self) -> None:
+        hold, self._resume_hold = self._resume_hold, None
+        if hold is not None:
+            release_run_dir(hold)
 
     def close_eval_envs(self) -> None:
         if self._eval_envs is not None:
@@ -832,5 +863,7 @@ class TRPO:
             self._eval_envs = None
 
     def close(self) -> None:
-        """Close the evaluation envs (training envs close at the end of ``learn``)."""
+        """Close the evaluation envs (training envs close at the end of ``learn``) and
+        release the run directory held since ``resume``, if ``learn`` did not."""
         self.close_eval_envs()
+        self._release_resume_hold()

@@ -4,10 +4,13 @@ overwritten, the newest state for eval, and one-line errors where tracebacks wer
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import rl.cli
 import rl.rollout
 from rl.checkpoint import read_checkpoint
 from rl.cli import main
@@ -138,3 +141,62 @@ def test_a_rollout_larger_than_memory_is_one_line(tmp_path, capsys, monkeypatch)
     assert code == 1
     line = one_error_line(capsys, "train")
     assert "steps_per_iteration = 65536 needs" in line and "choose fewer steps" in line
+
+
+# ------------------------------------------------------------------- one process per run dir
+HOLDER = (
+    "import sys, time\n"
+    "from rl.run_lock import acquire_run_dir\n"
+    "acquire_run_dir(sys.argv[1]); print('held', flush=True); time.sleep(120)\n"
+)
+
+
+def hold_in_another_process(run_dir: Path) -> subprocess.Popen:
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run_dir)],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_run_dir_in_use_is_refused_naming_the_holder_and_a_stale_lock_is_taken_over(
+    tmp_path, capsys
+) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    holder = hold_in_another_process(run_dir)
+    try:
+        before = snapshot(run_dir)
+        args = ["train", *TRAIN, "--total-steps", "256", "--run-dir", str(run_dir)]
+        assert main(args) == 2
+        assert f"is in use by process {holder.pid}" in one_error_line(capsys, "train")
+        assert snapshot(run_dir) == before  # the holder's .lock only, untouched
+    finally:
+        holder.kill()  # SIGKILL: its .lock stays behind, unlocked
+        holder.wait()
+    assert (run_dir / ".lock").exists()
+    assert main(args) == 0
+    assert not (run_dir / ".lock").exists()  # released and removed at the end
+
+
+def test_a_resume_while_the_run_is_in_use_is_refused_and_drops_no_row(run_copy, capsys) -> None:
+    (run_copy / "metrics.jsonl").write_text(
+        (run_copy / "metrics.jsonl").read_text() + '{"iteration": 9, "step": 9999}\n'
+    )
+    holder = hold_in_another_process(run_copy)
+    try:
+        before = snapshot(run_copy)
+        assert main(["train", "--resume", str(run_copy), "--total-steps", "2048"]) == 2
+        assert f"is in use by process {holder.pid}" in one_error_line(capsys, "train")
+        assert snapshot(run_copy) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_default_run_dirs_started_in_the_same_second_are_distinct(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(rl.cli.time, "strftime", lambda _: "20261127-000000")
+    first = rl.cli._default_run_dir("CartPole-v1", 0)
+    second = rl.cli._default_run_dir("CartPole-v1", 0)
+    assert first != second and Path(first).is_dir() and Path(second).is_dir()
+    assert second == f"{first}-2"

@@ -1,0 +1,101 @@
+"""One process at a time in a run directory: an exclusive lock on ``RUN_DIR/.lock``.
+
+``trpo train``, ``trpo train --resume`` and ``TRPO.learn``/``TRPO.resume`` with a run
+directory (rank 0 in a job) hold it while they write there. A second process is refused at
+once with ``RunDirLockedError`` naming the holder's PID; nothing of the directory is
+changed by the refusal. The lock is ``fcntl.flock`` on the file, so the operating system
+releases it when its holder dies however it dies: a stale ``.lock`` left by a killed
+process is simply taken over. Within one process the lock is re-entrant (``resume`` then
+``learn``); the last release removes the file.
+
+Example:
+    >>> with hold_run_dir("runs/demo"):  # doctest: +SKIP
+    ...     ...  # write the run's files
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from rl.errors import RunDirLockedError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no lock, as before
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["LOCK_FILE", "acquire_run_dir", "hold_run_dir", "release_run_dir"]
+
+LOCK_FILE = ".lock"
+_held: dict[Path, tuple[int, int]] = {}  # resolved directory -> (descriptor, holds)
+
+
+def acquire_run_dir(directory: str | Path) -> None:
+    """Take (or, in the process holding it, take again) the lock of ``directory``, which
+    must exist. Raises RunDirLockedError when another live process holds it."""
+    key = Path(directory).resolve()
+    if key in _held:
+        descriptor, holds = _held[key]
+        _held[key] = (descriptor, holds + 1)
+        return
+    if fcntl is None:  # pragma: no cover
+        _held[key] = (-1, 1)
+        return
+    path = key / LOCK_FILE
+    while True:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(descriptor, 64).decode(errors="replace").strip() or "unknown"
+            os.close(descriptor)
+            raise RunDirLockedError(
+                f"run_dir {str(directory)!r} is in use by process {holder} (another trpo "
+                "train or --resume); wait for it to end, or choose another run_dir"
+            ) from None
+        # The holder before us may have removed the file between our open and our lock:
+        # then we hold a lock on a file nobody else will open. Start again.
+        if _same_file(descriptor, path):
+            break
+        os.close(descriptor)
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, f"{os.getpid()}\n".encode())
+    _held[key] = (descriptor, 1)
+
+
+def release_run_dir(directory: str | Path) -> None:
+    """Give one hold back; the last removes ``.lock`` and unlocks."""
+    key = Path(directory).resolve()
+    if key not in _held:
+        return
+    descriptor, holds = _held[key]
+    if holds > 1:
+        _held[key] = (descriptor, holds - 1)
+        return
+    del _held[key]
+    if descriptor >= 0:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(key / LOCK_FILE)  # while still locked: no one can take a stale file
+        os.close(descriptor)
+
+
+@contextlib.contextmanager
+def hold_run_dir(directory: str | Path) -> Iterator[None]:
+    """``acquire_run_dir`` for the duration of a ``with`` block."""
+    acquire_run_dir(directory)
+    try:
+        yield
+    finally:
+        release_run_dir(directory)
+
+
+def _same_file(descriptor: int, path: Path) -> bool:
+    try:
+        current = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(descriptor)
+    return (opened.st_dev, opened.st_ino) == (current.st_dev, current.st_ino)
