@@ -97,7 +97,7 @@ import numpy as np
 import torch
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
-from rl.config import TRPOConfig
+from rl.config import ConfigError, TRPOConfig, merge_dicts, read_config_file
 from rl.envs import (
     EnvFactory,
     FrozenObservationNormalizer,
@@ -784,8 +784,14 @@ def load_run(
     overrides: dict[str, Any] = {"run_dir": str(run_dir)}
     if total_steps is not None:
         overrides["total_steps"] = total_steps
-    config = TRPOConfig.from_file(config_path).with_overrides(overrides)
     found = latest_checkpoint(run_dir)
+    # A key missing from an older config.yaml takes the checkpoint's value, not the default.
+    saved = found[0]["config"] if found is not None else {}
+    try:
+        data = merge_dicts(merge_dicts(saved, read_config_file(config_path)), overrides)
+        config = TRPOConfig.from_dict(data)
+    except ConfigError as error:
+        raise ConfigError(f"{config_path}: {error}") from None
     if found is None and (run_dir / MODEL_FILE).is_file() and not restart:
         raise CheckpointError(
             f"{str(run_dir)!r} holds a finished run ({MODEL_FILE}) but no checkpoint to "

@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="record the episodes as MP4s in DIR with gymnasium's RecordVideo (needs moviepy)",
     )
+    evaluate.add_argument(
+        "--device", help="torch device to evaluate on (default: the run's, else the CPU)"
+    )
     evaluate.set_defaults(handler=_eval)
 
     export = commands.add_parser(
@@ -164,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=("onnx", "pt2"), default="onnx", help="file format (default: onnx)"
     )
     export.add_argument("--out", metavar="FILE", help="default: RUN_DIR/policy.onnx or .pt2")
+    export.add_argument("--device", help="torch device to load the run on (default: as eval)")
     export.set_defaults(handler=_export)
 
     presets = commands.add_parser("presets", help="list the built-in tuned settings")
@@ -537,9 +541,12 @@ def _load_run(run_dir: str, command: str, device: str | None = None) -> TRPO:
               file=sys.stderr)  # fmt: skip
     try:
         return TRPO.load(newest, device=device)
-    except CheckpointError as error:  # names the file and what is wrong with it
-        raise UsageError(str(error)) from None
-    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as error:
+    except ValueError as error:  # CheckpointError included: it names the file and the fault
+        if device is not None or not str(error).startswith("device = "):
+            raise UsageError(str(error).splitlines()[0]) from None
+        print(f"trpo {command}: {str(error).split(';')[0]}: using the CPU", file=sys.stderr)
+        return TRPO.load(newest, device="cpu")  # trained on a GPU, looked at on a laptop
+    except (OSError, RuntimeError, pickle.UnpicklingError) as error:
         raise UsageError(f"cannot load {str(newest)!r}: {str(error).splitlines()[0]}") from None
 
 
@@ -555,7 +562,7 @@ def _saved_step(path: Path) -> int:
 def _export(args: argparse.Namespace) -> int:
     from rl.export import export_policy  # torch.export / onnx only when asked for
 
-    agent = _load_run(args.run_dir, "export")
+    agent = _load_run(args.run_dir, "export", args.device)
     out = Path(args.out) if args.out else Path(args.run_dir) / f"policy.{args.format}"
     try:
         written = export_policy(agent, out, args.format)
@@ -572,7 +579,7 @@ def _eval(args: argparse.Namespace) -> int:
         from rl.video import use_offscreen_rendering
 
         use_offscreen_rendering()  # before the first MuJoCo env is made
-    agent = _load_run(args.run_dir, "eval")
+    agent = _load_run(args.run_dir, "eval", args.device)
     episodes = args.episodes or (1 if args.video else 10)
     try:
         if args.video:

@@ -48,6 +48,7 @@ import copy
 import math
 import os
 import signal
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -62,6 +63,7 @@ from torch import Tensor, nn
 from rl.checkpoint import (
     CHECKPOINT_FILE,
     Checkpointer,
+    CheckpointWarning,
     StopOnSignals,
     _agent_generators,
     build_checkpoint,
@@ -583,7 +585,8 @@ class DistributedTRPO(TRPO):
             agent.resumed_from, agent._resume_state = path, own
         if agent.rank == 0:
             agent._hold_for_resume(run_dir)
-            RunFiles(run_dir).drop_rows_after(agent.iteration, agent.step)
+            for repair in RunFiles(run_dir).drop_rows_after(agent.iteration, agent.step):
+                warnings.warn(repair, CheckpointWarning, stacklevel=2)
         return agent
 
 

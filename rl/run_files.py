@@ -105,23 +105,42 @@ class RunFiles:
         with self._writing(f"append to {name} in"), open(self.directory / name, "a") as file:
             file.write(json_line(row) + "\n")
 
-    def drop_rows_after(self, iteration: int, step: int) -> None:
+    def drop_rows_after(self, iteration: int, step: int) -> list[str]:
         """Keep the metrics rows up to ``iteration`` and the evaluation rows up to ``step``,
-        dropping what a stopped run wrote after its last checkpoint (and unreadable lines)."""
-        self._keep_rows(METRICS_FILE, lambda row: row.get("iteration", 0) <= iteration)
-        self._keep_rows(EVALS_FILE, lambda row: row.get("step", 0) <= step)
+        dropping what a stopped run wrote after its last checkpoint. Lines that are not
+        UTF-8 or not JSON objects (a torn write, a garbled disk) are dropped too.
 
-    def _keep_rows(self, name: str, keep: Callable[[dict[str, Any]], bool]) -> None:
+        Returns:
+            list[str]: one sentence per file that held such lines, saying what was repaired.
+        """
+        repairs = [
+            self._keep_rows(METRICS_FILE, lambda row: row.get("iteration", 0) <= iteration),
+            self._keep_rows(EVALS_FILE, lambda row: row.get("step", 0) <= step),
+        ]
+        return [repair for repair in repairs if repair]
+
+    def _keep_rows(self, name: str, keep: Callable[[dict[str, Any]], bool]) -> str:
         path = self.directory / name
         if not path.exists():
-            return
-        kept = []
-        for line in path.read_text().splitlines():
+            return ""
+        kept, unreadable = [], []
+        for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
+                row = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                row = None
+            if not isinstance(row, dict):
+                if raw.strip():
+                    unreadable.append(number)
                 continue
-            if isinstance(row, dict) and keep(row):
-                kept.append(line + "\n")
+            if keep(row):
+                kept.append(raw.decode("utf-8") + "\n")
         with self._writing(f"rewrite {name} in"):
             atomic_write_text(path, "".join(kept))
+        if not unreadable:
+            return ""
+        lines = ", ".join(map(str, unreadable[:5])) + (", ..." if len(unreadable) > 5 else "")
+        return (
+            f"{name}: dropped {len(unreadable)} unreadable line(s) (not UTF-8 or not JSON: "
+            f"line {lines}); kept the {len(kept)} intact row(s) up to the checkpoint"
+        )

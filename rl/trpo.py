@@ -122,6 +122,27 @@ class _Clock:
         return self.time_offset + self.elapsed()
 
 
+def check_device_available(device: torch.device) -> None:
+    """ValueError (``device = ...``, one line) when this machine cannot run on ``device``:
+    a CUDA device without a GPU or a CUDA build, a GPU index beyond those visible, or MPS
+    off Apple silicon."""
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = "a CPU-only build" if torch.version.cuda is None else "no GPU visible"
+            raise ValueError(
+                f"device = {str(device)!r}: this torch ({torch.__version__}) has {build}; use "
+                "device=cpu (trpo eval/export --device cpu, or device in the run's config.yaml)"
+            )
+        if device.index is not None and device.index >= count:
+            raise ValueError(
+                f"device = {str(device)!r}: only {count} GPU(s) visible (cuda:0 to "
+                f"cuda:{count - 1})"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device = {str(device)!r}: MPS is not available on this machine")
+
+
 class TRPO:
     """Trust Region Policy Optimization for one gymnasium environment.
 
@@ -171,6 +192,7 @@ class TRPO:
             )
         self.config = config
         self.device = torch.device(config.device)
+        check_device_available(self.device)
         if self.device.type == "cpu" and config.torch_threads > 0:
             torch.set_num_threads(config.torch_threads)
         self._env_factory = make_env_factory(config.env_id, config.env_kwargs, env_fn, config.atari)
@@ -844,7 +866,8 @@ class TRPO:
             restore_agent(agent, checkpoint)
             agent.resumed_from, agent._resume_state = path, checkpoint
         agent._hold_for_resume(run_dir)
-        RunFiles(run_dir).drop_rows_after(agent.iteration, agent.step)
+        for repair in RunFiles(run_dir).drop_rows_after(agent.iteration, agent.step):
+            warnings.warn(repair, CheckpointWarning, stacklevel=2)
         return agent
 
     def _hold_for_resume(self, run_dir: str | Path) -> None:

@@ -3,13 +3,16 @@ overwritten, the newest state for eval, and one-line errors where tracebacks wer
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+import rl
 import rl.cli
 import rl.rollout
 from rl.checkpoint import read_checkpoint
@@ -200,3 +203,59 @@ def test_default_run_dirs_started_in_the_same_second_are_distinct(tmp_path, monk
     second = rl.cli._default_run_dir("CartPole-v1", 0)
     assert first != second and Path(first).is_dir() and Path(second).is_dir()
     assert second == f"{first}-2"
+
+
+# ------------------------------------------------------------------------ devices not here
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")
+def test_a_cuda_device_without_a_gpu_is_one_line(tmp_path, capsys) -> None:
+    assert main(["train", *TRAIN, "--set", "device=cuda", "--run-dir", str(tmp_path / "r")]) == 2
+    line = one_error_line(capsys, "train")
+    assert "device = 'cuda': this torch" in line and "use device=cpu" in line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")
+def test_a_run_trained_on_a_gpu_is_evaluated_on_the_cpu_here(run_copy, capsys) -> None:
+    """As if trained on a GPU machine: its saved config says cuda."""
+    state = torch.load(run_copy / "model.pt", weights_only=True)
+    state["config"]["device"] = "cuda"
+    torch.save(state, run_copy / "model.pt")
+    assert main(["eval", str(run_copy), "--episodes", "1", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "device = 'cuda': this torch" in captured.err and "using the CPU" in captured.err
+    assert main(["eval", str(run_copy), "--episodes", "1", "--device", "cuda"]) == 2
+    assert "device = 'cuda'" in one_error_line(capsys, "eval")
+    assert main(["eval", str(run_copy), "--episodes", "1", "--device", "cpu", "--json"]) == 0
+
+
+# ------------------------------------------------------------------ config.yaml on resume
+def test_an_invalid_config_yaml_is_named_on_resume(run_copy, capsys) -> None:
+    config = run_copy / "config.yaml"
+    config.write_text(config.read_text().replace("max_kl: 0.01", "max_kl: -1.0"))
+    assert main(["train", "--resume", str(run_copy), "--quiet"]) == 2
+    line = one_error_line(capsys, "train")
+    assert f"{config}: invalid config: max_kl = -1.0" in line
+
+
+def test_a_key_missing_from_an_older_config_yaml_takes_the_checkpoints_value(run_copy) -> None:
+    config = run_copy / "config.yaml"
+    lines = config.read_text().splitlines(keepends=True)
+    config.write_text("".join(line for line in lines if not line.startswith("steps_per_iter")))
+    agent = rl.TRPO.resume(run_copy)
+    try:
+        assert agent.config.steps_per_iteration == 256  # the checkpoint's, not the default 2048
+    finally:
+        agent.close()
+
+
+# ------------------------------------------------------------- garbled rows in the run's files
+def test_garbled_and_non_utf8_rows_are_repaired_on_resume_saying_what(run_copy, capsys) -> None:
+    metrics = run_copy / "metrics.jsonl"
+    rows = metrics.read_bytes().splitlines(keepends=True)  # iterations 1, 2, 3
+    metrics.write_bytes(rows[0] + b'{"iteration": 2, "st\n' + b"\xff\xfe x\n" + b"".join(rows[1:]))
+    assert main(["train", "--resume", str(run_copy), "--total-steps", "1024", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert ("warning: metrics.jsonl: dropped 2 unreadable line(s) (not UTF-8 or not JSON: "
+            "line 2, 3); kept the 3 intact row(s) up to the checkpoint") in err  # fmt: skip
+    iterations = [json.loads(line)["iteration"] for line in metrics.read_text().splitlines()]
+    assert iterations == [1, 2, 3, 4]
