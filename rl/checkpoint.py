@@ -63,8 +63,11 @@ external simulators or servers, counters kept across resets) continue from a sta
 may differ: the replay compares the last observation with the saved digest and warns
 (``CheckpointWarning``) when they differ; training then continues from the checkpoint's
 networks and statistics, but not bit for bit. Resuming costs up to one episode of env steps
-per sub-env, and the recorder keeps the current episode's actions in memory (an env without
-a time limit makes that list grow with its episode). Reset ``options`` are not recorded
+per sub-env, and the recorder keeps the current episode's actions in memory, at most
+``EpisodeRecorder.MAX_REPLAY_ACTIONS`` (100,000) per sub-env: past that (an env without a
+time limit) the episode is no longer recorded, and a resume resets that sub-env instead of
+replaying it and warns that it is not bit for bit, so memory, checkpoint size and replay
+time stay bounded. Reset ``options`` are not recorded
 (rl never passes any). An ALE snapshot is parsed by ALE itself (``ale_py.ALEState``), not by
 pickle.
 
@@ -524,8 +527,11 @@ class EpisodeRecorder(gym.Wrapper):
         True
     """
 
+    MAX_REPLAY_ACTIONS = 100_000  # per episode: memory, checkpoint size and replay time
+
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
+        self.replayable = True  # False once the episode outgrew MAX_REPLAY_ACTIONS
         self.episode_seed: int | None = None
         self.episode_rng_state: dict[str, Any] | None = None
         self.episode_emulator_state: torch.Tensor | None = None
@@ -543,6 +549,7 @@ class EpisodeRecorder(gym.Wrapper):
         )
         self.episode_emulator_state = _emulator_state(self.env) if unseeded else None
         self.episode_actions = []
+        self.replayable = True
         self.episode_over = self.reset_pending = False
         observation, info = self.env.reset(seed=seed, options=options)
         self._last_observation = observation
@@ -552,7 +559,10 @@ class EpisodeRecorder(gym.Wrapper):
         if self.reset_pending:  # the autoreset the vector env owed before the checkpoint
             observation, info = self.reset()
             return observation, 0.0, False, False, info
-        self.episode_actions.append(np.array(action, copy=True))
+        if self.replayable and len(self.episode_actions) < self.MAX_REPLAY_ACTIONS:
+            self.episode_actions.append(np.array(action, copy=True))
+        elif self.replayable:  # too long to replay: stop recording this episode
+            self.episode_actions, self.replayable = [], False
         observation, reward, terminated, truncated, info = self.env.step(action)
         self.episode_over = bool(terminated or truncated)
         self._last_observation = observation
@@ -561,7 +571,7 @@ class EpisodeRecorder(gym.Wrapper):
     def episode_record(self) -> dict[str, Any]:
         """This episode's start, actions and end state, as plain data."""
         actions = None
-        if self.episode_actions:
+        if self.episode_actions and self.replayable:
             stacked = np.stack([np.asarray(action) for action in self.episode_actions])
             if stacked.dtype == object:
                 raise CheckpointError(
@@ -577,6 +587,7 @@ class EpisodeRecorder(gym.Wrapper):
             "episode_over": self.episode_over or self.reset_pending,
             "observation_digest": _digest(self._last_observation),
             "action_space_rng": _generator_state(self.env.action_space.np_random),
+            "replayable": self.replayable,
         }
 
     def replay(self) -> bool:
@@ -594,13 +605,14 @@ class EpisodeRecorder(gym.Wrapper):
         actions = [] if record["actions"] is None else list(record["actions"].numpy())
         for action in actions:
             observation, *_ = self.env.step(action)
+        self.replayable = bool(record.get("replayable", True))
         self.env.action_space.np_random.bit_generator.state = dict(record["action_space_rng"])
         self.episode_seed, self.episode_rng_state = record["seed"], record["rng_state"]
         self.episode_emulator_state = record["emulator_state"]
         self.episode_actions = actions
         self.episode_over = self.reset_pending = bool(record["episode_over"])
         self._last_observation = observation
-        return _digest(observation) == record["observation_digest"]
+        return self.replayable and _digest(observation) == record["observation_digest"]
 
 
 @dataclass(frozen=True)
@@ -619,8 +631,8 @@ class RecordingFactory:
 
     def __call__(self) -> EpisodeRecorder:
         if self.ignore_signals and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            for number in StopOnSignals.SIGNALS:  # SIGINT, SIGTERM, SIGHUP: the main decides
+                signal.signal(number, signal.SIG_IGN)
         return EpisodeRecorder(self.factory())
 
 

@@ -169,6 +169,13 @@ class TRPOConfig(_Frozen):
         0, ge=0, description="Env steps between deterministic evaluations; 0 = none."
     )
     eval_episodes: int = Field(10, ge=1, le=10_000, description="Episodes per evaluation.")
+    eval_max_episode_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Steps after which an evaluation episode is cut (its return so far "
+        "counts); default: the env's time limit, else 10,000, so that an evaluation ends "
+        "even without a time limit.",
+    )
     episode_window: int = Field(
         100, ge=1, le=100_000, description="Recent training episodes averaged in metrics."
     )

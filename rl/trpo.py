@@ -90,6 +90,7 @@ __all__ = ["TRPO"]
 MODEL_FORMAT = "rl.trpo.model/1"
 EVAL_SEED_OFFSET = 1_000_000  # evaluation envs are seeded apart from training envs
 MAX_EVAL_ENVS = 16
+DEFAULT_EVAL_STEP_CAP = 10_000  # evaluation episodes of envs without a time limit
 
 
 class _Clock:
@@ -141,6 +142,10 @@ def check_device_available(device: torch.device) -> None:
             )
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device = {str(device)!r}: MPS is not available on this machine")
+
+
+class EvaluationInterrupted(Exception):
+    """A stop signal arrived during an evaluation inside ``learn``."""
 
 
 class TRPO:
@@ -197,6 +202,8 @@ class TRPO:
             torch.set_num_threads(config.torch_threads)
         self._env_factory = make_env_factory(config.env_id, config.env_kwargs, env_fn, config.atari)
         probe = self._env_factory()
+        limit = probe.spec.max_episode_steps if probe.spec is not None else None
+        self._episode_limit = limit if isinstance(limit, int) and limit > 0 else None
         self.observation_space: spaces.Box = probe.observation_space
         self.raw_observation_space: spaces.Space = raw_observation_space(probe)
         self.action_space: spaces.Space = probe.action_space
@@ -236,6 +243,7 @@ class TRPO:
         self.last_evaluation: dict[str, Any] | None = None
         self.resumed_from: Path | None = None  # the checkpoint ``resume`` loaded
         self._resume_hold: Path | None = None  # run_dir locked by ``resume`` until ``learn`` ends
+        self._signals: StopOnSignals | None = None  # while ``learn`` runs: its stop signals
         self.stopped_by: str | None = None  # "SIGINT"/"SIGTERM" if the last learn was stopped
         self._resume_state: dict[str, Any] | None = None  # env/RNG state for the next learn
         self._train_envs: VectorEnvs | None = None
@@ -355,7 +363,7 @@ class TRPO:
         episodes_seen = int(envs.episode_stats.episode_count)
         checkpoints = self._make_checkpointer(files, envs, collector)
         self.stopped_by = None
-        signals = StopOnSignals(active=config.run_dir is not None).install()
+        signals = self._signals = StopOnSignals(active=config.run_dir is not None).install()
         overlap = self._defer_value_fit = self._value_fit_overlaps_rollout() and callback is None
         waiting: dict[str, Any] | None = None  # a row whose value fit ran beside this rollout
         try:
@@ -401,6 +409,7 @@ class TRPO:
         finally:
             self._defer_value_fit = False
             signals.uninstall()
+            self._signals = None
             self._freeze_normalization(envs)
             envs.close()
             self._train_envs = None
@@ -637,8 +646,15 @@ class TRPO:
         return crossed or self.step >= total_steps
 
     def _evaluate_during_training(self, clock: _Clock) -> dict[str, Any] | None:
+        """The evaluation of this iteration, or None when a stop signal cut it short (the
+        loop then checkpoints and stops, as after any iteration)."""
         with clock.paused():
-            stats = self.evaluate(self.config.eval_episodes)
+            try:
+                stats = self.evaluate(self.config.eval_episodes)
+            except EvaluationInterrupted as interrupted:
+                print(f"trpo: evaluation at step {self.step} skipped: {interrupted} received",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                return None
         self.last_evaluation = {"step": self.step, **stats, "time": clock.time()}
         return self.last_evaluation
 
@@ -731,6 +747,12 @@ class TRPO:
             "mean_length": float(np.mean(lengths)),
         }
 
+    @property
+    def eval_step_cap(self) -> int:
+        """Steps after which an evaluation episode is cut: ``config.eval_max_episode_steps``,
+        else the env's time limit, else 10,000."""
+        return self.config.eval_max_episode_steps or self._episode_limit or DEFAULT_EVAL_STEP_CAP
+
     def _evaluation_round(
         self,
         envs: VectorEnvs,
@@ -743,7 +765,12 @@ class TRPO:
         returns = np.zeros(envs.num_envs)
         lengths = np.zeros(envs.num_envs, dtype=np.int64)
         running = np.ones(envs.num_envs, dtype=bool)
-        while running.any():
+        cap = self.eval_step_cap
+        for _ in range(cap):
+            if not running.any():
+                break
+            if self._signals is not None and self._signals.signal_name:
+                raise EvaluationInterrupted(self._signals.signal_name)
             actions = self._act(np.asarray(observations), normalizer, deterministic)
             observations, rewards, terminated, truncated, _ = envs.env.step(actions)
             returns += np.where(running, rewards, 0.0)

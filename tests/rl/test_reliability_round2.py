@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -259,3 +261,68 @@ def test_garbled_and_non_utf8_rows_are_repaired_on_resume_saying_what(run_copy, 
             "line 2, 3); kept the 3 intact row(s) up to the checkpoint") in err  # fmt: skip
     iterations = [json.loads(line)["iteration"] for line in metrics.read_text().splitlines()]
     assert iterations == [1, 2, 3, 4]
+
+
+# --------------------------------------------------------- evaluations that would never end
+NO_TIME_LIMIT = ["--set", "env_kwargs.max_episode_steps=-1"]  # Pendulum never terminates
+
+
+def test_an_evaluation_of_an_env_without_time_limit_ends_at_the_step_cap(tmp_path) -> None:
+    config = rl.TRPOConfig(env_id="Pendulum-v1", env_kwargs={"max_episode_steps": -1},
+                           eval_max_episode_steps=300)  # fmt: skip
+    agent = rl.TRPO(config)
+    try:
+        stats = agent.evaluate(episodes=3)
+    finally:
+        agent.close()
+    assert stats["mean_length"] == 300
+    assert rl.TRPO(config.with_overrides({"eval_max_episode_steps": None})).eval_step_cap == 10_000
+    assert rl.TRPO(rl.TRPOConfig(env_id="CartPole-v1")).eval_step_cap == 500  # its time limit
+
+
+def test_the_first_signal_during_an_endless_evaluation_stops_with_a_checkpoint(tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-c", "import sys; from rl.cli import main; sys.exit(main())",
+               "train", "Pendulum-v1", *NO_TIME_LIMIT, "--set", "eval_max_episode_steps=1000000000",
+               "--set", "steps_per_iteration=256", "--set", "checkpoint_every=0",
+               "--total-steps", "512", "--quiet", "--run-dir", str(run_dir)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    time.sleep(1.0)  # well into the final evaluation, which would never end
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGINT, err
+    assert "evaluation at step 512 skipped: SIGINT received" in err and "Traceback" not in err
+    assert read_checkpoint(run_dir / "checkpoint.pt")["progress"]["iteration"] == 2
+
+
+def test_the_episode_recorder_is_bounded_and_an_outgrown_episode_is_not_replayed(
+    monkeypatch,
+) -> None:
+    import gymnasium as gym
+
+    from rl.checkpoint import EpisodeRecorder
+
+    monkeypatch.setattr(EpisodeRecorder, "MAX_REPLAY_ACTIONS", 5)
+    env = EpisodeRecorder(gym.make("Pendulum-v1", max_episode_steps=-1))
+    env.reset(seed=1)
+    for _ in range(4):
+        env.step(env.action_space.sample())
+    record = env.episode_record()
+    assert record["replayable"] and len(record["actions"]) == 4
+    twin = EpisodeRecorder(gym.make("Pendulum-v1", max_episode_steps=-1))
+    twin.replay_request = record
+    assert twin.replay() is True
+    for _ in range(3):  # 7 actions: past the bound
+        env.step(env.action_space.sample())
+    record = env.episode_record()
+    assert not record["replayable"] and record["actions"] is None and env.episode_actions == []
+    twin.replay_request = record
+    assert twin.replay() is False  # the resume warns: not bit for bit
+    env.reset(seed=2)
+    env.step(env.action_space.sample())
+    assert env.episode_record()["replayable"]
