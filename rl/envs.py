@@ -45,7 +45,7 @@ from gymnasium.wrappers.utils import RunningMeanStd
 from gymnasium.wrappers.vector import NormalizeObservation, NormalizeReward, RecordEpisodeStatistics
 
 from rl.atari import AtariConfig, make_gym_env
-from rl.errors import NonFiniteEnvError
+from rl.errors import EnvOutputError, NonFiniteEnvError
 
 __all__ = [
     "EnvFactory",
@@ -340,15 +340,38 @@ class LeanSyncVectorEnv(SyncVectorEnv):
                 truncations[i] = False
             else:
                 step = env.step(action)
-                observations[i], rewards[i], terminations[i], truncations[i] = step[:4]
-        self._observations = concatenate(
-            self.single_observation_space, observations, self._observations
-        )
+                observations[i] = step[0]
+                try:
+                    rewards[i] = step[1]
+                except (TypeError, ValueError):
+                    raise EnvOutputError(
+                        f"sub-env {i} returned a reward of shape {np.shape(step[1])} "
+                        f"({type(step[1]).__name__}): a reward must be one number"
+                    ) from None
+                terminations[i], truncations[i] = step[2], step[3]
+        try:
+            self._observations = concatenate(
+                self.single_observation_space, observations, self._observations
+            )
+        except (TypeError, ValueError):
+            raise self._misfit(observations) from None
         self._autoreset_envs = np.logical_or(terminations, truncations)
         batch = self._observations
         if self.copy:
             batch = np.copy(batch) if type(batch) is np.ndarray else copy.deepcopy(batch)
         return batch, np.copy(rewards), np.copy(terminations), np.copy(truncations), {}
+
+
+    def _misfit(self, observations: list[Any]) -> Exception:
+        """The EnvOutputError naming the first sub-env whose observation misfits its space."""
+        space = self.single_observation_space
+        for i, observation in enumerate(observations):
+            if isinstance(space, spaces.Box) and np.shape(observation) != space.shape:
+                return EnvOutputError(
+                    f"sub-env {i} returned an observation of shape {np.shape(observation)}; "
+                    f"its observation space is {space} (shape {space.shape})"
+                )
+        return EnvOutputError(f"an observation does not fit the observation space {space}")
 
 
 # --------------------------------------------------------------- the statistics wrappers

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointWriteError",
+    "EnvOutputError",
     "EnvWorkerError",
     "NonFiniteEnvError",
     "RunDirError",
@@ -104,3 +105,8 @@ class CheckpointWriteError(TrainingError):
 
 class RunDirLockedError(RunDirError):
     """Another live process trains or resumes in the run directory."""
+
+
+class EnvOutputError(TrainingError):
+    """A sub-env returned an observation that does not fit its space or a reward that is
+    not a scalar (``rl.envs.LeanSyncVectorEnv``); the message names the sub-env."""

@@ -66,7 +66,7 @@ from rl.envs import (
     restore_reward_statistics,
     reward_statistics,
 )
-from rl.errors import EnvWorkerError, NonFiniteEnvError
+from rl.errors import EnvOutputError, EnvWorkerError, NonFiniteEnvError
 from rl.gae import gae
 from rl.policies import Policy, make_distribution, make_policy
 from rl.progress import Progress, ProgressMode, make_progress
@@ -201,6 +201,8 @@ class TRPO:
         if self.device.type == "cpu" and config.torch_threads > 0:
             torch.set_num_threads(config.torch_threads)
         self._env_factory = make_env_factory(config.env_id, config.env_kwargs, env_fn, config.atari)
+        # what errors call the env: its id, or the factory's name for envs built by env_fn
+        self.env_name = config.env_id or getattr(env_fn, "__qualname__", None) or repr(env_fn)
         probe = self._env_factory()
         limit = probe.spec.max_episode_steps if probe.spec is not None else None
         self._episode_limit = limit if isinstance(limit, int) and limit > 0 else None
@@ -500,16 +502,21 @@ class TRPO:
             return collector.collect()
         except NonFiniteEnvError as error:
             located = error.located(
-                self.config.env_id, self.step, self.iteration + 1, self.config.num_envs
+                self.env_name, self.step, self.iteration + 1, self.config.num_envs
             )
             raise located from None
+        except EnvOutputError as error:
+            raise EnvOutputError(
+                f"env {self.env_name!r}: {error} in iteration {self.iteration + 1}, after step "
+                f"{self.step}; nothing of that iteration was learned or saved"
+            ) from None
         except Exception as error:
             failure = collector.envs.worker_failure()
             if failure is None:
                 raise
             cause = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
             raise EnvWorkerError(
-                f"env {self.config.env_id!r}: {failure} ({cause}) in iteration "
+                f"env {self.env_name!r}: {failure} ({cause}) in iteration "
                 f"{self.iteration + 1}, after step {self.step}; nothing of that iteration "
                 "was learned or saved"
             ) from error

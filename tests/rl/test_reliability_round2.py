@@ -11,11 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 
 import rl
 import rl.cli
+import rl.errors
 import rl.rollout
 from rl.checkpoint import read_checkpoint
 from rl.cli import main
@@ -303,8 +306,6 @@ def test_the_first_signal_during_an_endless_evaluation_stops_with_a_checkpoint(t
 def test_the_episode_recorder_is_bounded_and_an_outgrown_episode_is_not_replayed(
     monkeypatch,
 ) -> None:
-    import gymnasium as gym
-
     from rl.checkpoint import EpisodeRecorder
 
     monkeypatch.setattr(EpisodeRecorder, "MAX_REPLAY_ACTIONS", 5)
@@ -326,3 +327,52 @@ def test_the_episode_recorder_is_bounded_and_an_outgrown_episode_is_not_replayed
     env.reset(seed=2)
     env.step(env.action_space.sample())
     assert env.episode_record()["replayable"]
+
+
+# ------------------------------------------------------------------ custom envs that misbehave
+class MisbehavingEnv(gym.Env):
+    """Box(3) observations; from step 5 of an episode, a wrong shape or an array reward."""
+
+    def __init__(self, fault: str = "shape") -> None:
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+        self.fault, self.t = fault, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(3, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        observation, reward = np.zeros(3, np.float32), 1.0
+        if self.t >= 5 and self.fault == "shape":
+            observation = np.zeros(4, np.float32)
+        if self.t >= 5 and self.fault == "reward":
+            reward = np.ones(2)
+        return observation, reward, False, self.t >= 50, {}
+
+
+def misbehaving_shape() -> MisbehavingEnv:
+    return MisbehavingEnv("shape")
+
+
+def misbehaving_reward() -> MisbehavingEnv:
+    return MisbehavingEnv("reward")
+
+
+@pytest.mark.parametrize(
+    ("factory", "says"),
+    [
+        (misbehaving_shape, "sub-env 0 returned an observation of shape (4,); its observation "
+                            "space is Box(-1.0, 1.0, (3,), float32) (shape (3,))"),
+        (misbehaving_reward, "sub-env 0 returned a reward of shape (2,) (ndarray): a reward "
+                             "must be one number"),
+    ],
+)  # fmt: skip
+def test_a_custom_env_returning_misfits_is_named_with_its_factory_and_step(factory, says) -> None:
+    agent = rl.TRPO(rl.TRPOConfig(total_steps=256, steps_per_iteration=128), env_fn=factory)
+    with pytest.raises(rl.errors.EnvOutputError) as error:
+        agent.learn(progress="none")
+    message = str(error.value)
+    assert message.startswith(f"env '{factory.__qualname__}': {says} in iteration 1")
