@@ -18,7 +18,9 @@ checkpoint write) and kill it there after a random delay. After every kill it ch
 and at the end that every resume started from the checkpoint found after the kill, the
 final metrics.jsonl has each iteration once and equals (timing fields aside) the rows of
 an uninterrupted run with the same arguments, evals.jsonl likewise, no temporary file is
-left, and no output has a traceback or a CheckpointWarning.
+left, and no output has a traceback or a CheckpointWarning. Then two concurrency cases: two
+``trpo train`` on one run directory at once, and a second ``--resume`` while one runs: one
+wins, the other exits 2 naming what holds the directory (the run lock), rows once each.
 
 How the kills are aimed: the killed processes run ``rl.cli.main`` in a child of this script
 (``--child``) that wraps a few functions to append a line per phase to a markers file
@@ -491,6 +493,44 @@ def table(kills: list[Kill]) -> str:
     return "\n".join(lines)
 
 
+def concurrency_cases(args: argparse.Namespace, work: Path) -> list[str]:
+    """Two processes on one run directory: two ``trpo train`` started together, then a
+    second ``--resume`` while a first runs. One wins, the other exits 2 naming what holds
+    the directory, and the winner's rows have each iteration once. Returns the problems."""
+    run_dir, problems = work / "concurrent", []
+    argv = train_argv(args, run_dir)
+    iterations = 10
+    argv[argv.index("--total-steps") + 1] = str(iterations * args.steps_per_iteration)
+    command = [sys.executable, "-m", "rl.cli"]
+    both = [subprocess.Popen([*command, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for _ in range(2)]  # fmt: skip
+    outcomes = sorted((p.wait(), p.communicate()[1]) for p in both)
+    codes = [code for code, _ in outcomes]
+    loser = outcomes[-1][1]
+    refused = "is in use by process" in loser or "already holds a run" in loser
+    print(f"two trains at once: exit codes {codes}; the second: {loser.strip()[:120]!r}")
+    if codes != [0, 2] or not refused:
+        problems.append(f"two trains at once: exit codes {codes}, {loser.strip()[:200]!r}")
+    longer = ["train", "--resume", str(run_dir), "--quiet",  # stopped below by SIGTERM
+              "--total-steps", str(1000 * iterations * args.steps_per_iteration)]  # fmt: skip
+    first = subprocess.Popen([*command, *longer], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (run_dir / ".lock").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    second = subprocess.run([*command, *longer], capture_output=True, text=True)
+    first.send_signal(signal.SIGTERM)
+    first_code = first.wait()
+    print(f"a second resume while one runs: exit {second.returncode}: "
+          f"{second.stderr.strip()[:120]!r}; the first (then SIGTERM): exit {first_code}")  # fmt: skip
+    if second.returncode != 2 or f"in use by process {first.pid}" not in second.stderr:
+        problems.append(f"second resume: exit {second.returncode}, {second.stderr[-200:]!r}")
+    written = [row["iteration"] for row in read_rows(run_dir / "metrics.jsonl")]
+    if first_code != 128 + signal.SIGTERM or written != list(range(1, len(written) + 1)):
+        problems.append(f"concurrent run dir rows: {written}, exit {first_code}")
+    return problems
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20)
@@ -527,6 +567,7 @@ def main() -> int:
     )
     problems = [f"kill {kill.number}: {problem}" for kill in kills for problem in kill.problems]
     problems += check_final(run_dir, baseline_dir, log, returncode)
+    problems += concurrency_cases(args, work)
     rows = read_rows(run_dir / "metrics.jsonl")
     print(table(kills))
     print(
