@@ -522,7 +522,7 @@ def concurrency_cases(args: argparse.Namespace, work: Path) -> list[str]:
     first.send_signal(signal.SIGTERM)
     first_code = first.wait()
     print(f"a second resume while one runs: exit {second.returncode}: "
-          f"{second.stderr.strip()[:120]!r}; the first (then SIGTERM): exit {first_code}")  # fmt: skip
+          f"{second.stderr.strip()[:120]!r}; the first (SIGTERM): exit {first_code}")  # fmt: skip
     if second.returncode != 2 or f"in use by process {first.pid}" not in second.stderr:
         problems.append(f"second resume: exit {second.returncode}, {second.stderr[-200:]!r}")
     written = [row["iteration"] for row in read_rows(run_dir / "metrics.jsonl")]
