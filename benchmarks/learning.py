@@ -13,6 +13,7 @@ time (evaluations excluded) each library's mean curve needs to first reach sb3's
     python benchmarks/learning.py --libraries ours --seeds 0 1 2 --steps 300000
     python benchmarks/learning.py --libraries ours --set step_scaling=fisher --out R  # ablation
     python benchmarks/learning.py --summary-only --out R --sb3-out S --plot fig.png
+    python benchmarks/learning.py --variants preset=R1 fvp=hessian=R2 --sb3-out S  # ablations
 
 ``--sb3-out`` reads sb3-contrib's runs from another results directory (run once, compared
 with several of ours). ``--sb3-anchor`` adds the sb3-contrib returns after 1M steps measured
@@ -87,10 +88,11 @@ def load_curves(out: Path, library: str, task: str) -> dict[int, list[dict]]:
             continue
         result = json.loads((run_dir / "result.json").read_text())
         rows = [json.loads(line) for line in (run_dir / "evals.jsonl").read_text().splitlines()]
-        if library == "ours":  # the runner's final evaluation is not in evals.jsonl
+        if library == "ours" and (not rows or rows[-1]["step"] < result["steps"]):
             rows.append(dict(step=result["steps"], mean_return=result["final_return"],
-                             time=result["wall_s"]))  # fmt: skip
-        curves[int(result["seed"])] = rows
+                             time=result["wall_s"]))  # the runner's final evaluation  # fmt: skip
+        by_step = {row["step"]: row for row in rows}  # sb3's last callback evaluation comes
+        curves[int(result["seed"])] = list(by_step.values())  # before its final one: keep that
     return curves
 
 
@@ -197,6 +199,30 @@ def plot(ours: dict, sb3: dict, tasks: list[str], path: Path) -> None:
     figure.savefig(path, dpi=90)
 
 
+def variants_table(variants: list[str], sb3_out: Path, tasks: list[str], budget: int) -> str:
+    """One row per ``NAME=RESULTS_DIR`` (our runs with some setting changed): each task's mean
+    return at ``budget`` with its interval and seeds, and the ratio to sb3-contrib's mean."""
+    sb3 = {task: at_budget(load_curves(sb3_out, "sb3", task), budget) for task in tasks}
+    header = " | ".join(tasks)
+    anchor = " | ".join(describe(sb3[t]) for t in tasks)
+    lines = [f"### Variants at {budget:,} steps (ratio: our mean / sb3-contrib's)", "",
+             f"| variant | {header} | aggregate |", "|---" * (len(tasks) + 2) + "|",
+             f"| sb3-contrib | {anchor} | 1.00 |"]  # fmt: skip
+    for variant in variants:
+        name, _, directory = variant.rpartition("=")
+        cells, ratios = [], []
+        for task in tasks:
+            returns = at_budget(load_curves(Path(directory), "ours", task), budget)
+            ratio = np.mean(list(returns.values())) / np.mean(list(sb3[task].values())) if (
+                returns and sb3[task]) else None  # fmt: skip
+            if ratio is not None:
+                ratios.append(ratio)
+            cells.append(describe(returns) + ("" if ratio is None else f" ({ratio:.2f})"))
+        aggregate = f"{np.mean(ratios):.2f}" if ratios else "-"
+        lines.append(f"| {name} | {' | '.join(cells)} | {aggregate} |")
+    return "\n".join(lines)
+
+
 def summary(out: Path, sb3_out: Path, tasks: list[str], anchor: bool) -> tuple[str, dict, dict]:
     ours = {task: load_curves(out, "ours", task) for task in tasks}
     sb3 = {task: load_curves(sb3_out, "sb3", task) for task in tasks}
@@ -221,7 +247,13 @@ def main() -> None:
     parser.add_argument("--summary-only", action="store_true")
     parser.add_argument("--plot", type=Path, default=None, help="write the curves' figure")
     parser.add_argument("--json", type=Path, default=None, help="write every curve as JSON")
+    parser.add_argument("--variants", nargs="*", default=[], metavar="NAME=DIR",
+                        help="only a table of these result directories at --budget")  # fmt: skip
+    parser.add_argument("--budget", type=int, default=300_000)
     args = parser.parse_args()
+    if args.variants:
+        print(variants_table(args.variants, args.sb3_out or args.out, args.tasks, args.budget))
+        return
     if not args.summary_only:
         jobs = [(lib, task, seed) for seed in args.seeds for task in args.tasks
                 for lib in args.libraries]  # fmt: skip
