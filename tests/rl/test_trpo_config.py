@@ -22,7 +22,7 @@ def test_defaults_are_the_seed_projects():
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
-        ({"max_kl": -1.0}, "max_kl = -1.0: Input should be greater than 0"),
+        ({"max_kl": -1.0}, "max_kl = -1.0: Input should be greater than or equal to 0.000001"),
         ({"gamma": 1.5}, "gamma = 1.5: Input should be less than or equal to 1"),
         ({"num_envs": 0}, "num_envs = 0: Input should be greater than or equal to 1"),
         ({"vector_mode": "threads"}, "vector_mode = 'threads': Input should be 'sync' or 'async'"),
@@ -46,7 +46,10 @@ def test_invalid_values_name_the_field_the_value_and_the_rule(fields, expected):
 
 
 def test_unknown_fields_are_refused_with_the_allowed_names():
-    with pytest.raises(ConfigError, match=r"unknown config field 'max_kll' \(allowed: .*max_kl"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown config field 'max_kll': did you mean 'max_kl'\? \(allowed: .*max_kl",
+    ):
         TRPOConfig.from_dict({"max_kll": 0.1})
     with pytest.raises(ConfigError, match=r"unknown config field 'policy.width'.*hidden_sizes"):
         TRPOConfig.from_dict({"policy": {"width": 3}})
