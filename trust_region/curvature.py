@@ -18,14 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_leaves, tree_map, tree_structure, tree_unflatten
 
-if TYPE_CHECKING:
-    from .head import LinearHead
+from .linear_head import LinearHead
 
 __all__ = [
     "GGNClosureResult",
@@ -83,8 +82,6 @@ class GGNClosureResult:
     linear_head: LinearHead | None = None
 
     def __post_init__(self) -> None:
-        from .head import LinearHead  # head.py imports this module
-
         if self.linear_head is not None and not isinstance(self.linear_head, LinearHead):
             raise ValueError(
                 "GGNClosureResult.linear_head must be a trust_region.LinearHead or None; got "

@@ -38,6 +38,7 @@ from torch import Tensor
 
 from .cg import CGResult, conjugate_gradient_solve
 from .curvature import flatten, hessian_vector_product, unflatten
+from .linear_head import FeaturesFn, LinearHead, as_curvature, describe
 
 __all__ = [
     "LinearHead",
@@ -46,120 +47,9 @@ __all__ = [
     "linear_head_solve",
 ]
 
-FeaturesFn = Callable[[tuple[Tensor, ...], Tensor | None], Tensor]
 Reduce = Callable[[Tensor], Tensor]
 # The first step's check of the description against the KL's Hessian: relative error allowed.
 CHECK_RELATIVE_TOLERANCE = 1e-3
-
-
-@dataclass(frozen=True)
-class LinearHead:
-    r"""The structure of a model whose KL-relevant outputs are linear in its last layer.
-
-    Add it to :class:`GGNClosureResult` (``linear_head=...``) and the optimizer, with
-    ``fvp="auto"`` or ``"ggn"``, solves the head exactly and runs conjugate gradient on the
-    other parameters only (``StepResult.fvp == "ggn-head"``). Valid only when all of these hold
-    at the current parameters:
-
-    1. the closure's ``kl`` is the **mean over samples** of a per-sample KL(old ‖ new) that
-       depends on the head-side outputs ``yᵢ = weight · φᵢ + bias`` (exactly linear in
-       ``weight`` and ``bias``: no activation after the head) and on the ``diagonal_curvature``
-       parameters only;
-    2. the Hessian of each sample's KL with respect to ``yᵢ`` is ``diag(output_precision)``,
-       **the same for every sample** (e.g. a Gaussian with a state-independent std:
-       ``exp(−2·log_std)``; a categorical fails this);
-    3. each ``diagonal_curvature`` parameter's Fisher block is ``diag(curvature)`` and
-       couples to no other parameter (e.g. that Gaussian's ``log_std``: 2.0).
-
-    Every trainable parameter of the optimizer must be in exactly one of ``feature_params``,
-    ``weight``, ``bias`` and ``diagonal_curvature`` (a parameter the KL does not depend on
-    goes in ``diagonal_curvature`` with curvature 0). On its first step the optimizer checks
-    one Fisher product against the KL's Hessian and raises if they differ.
-
-    Attributes:
-        features_fn (callable): ``(values, index) -> φ``, a pure function of the values of
-            ``feature_params`` (in that order) returning the head's inputs ``(n, k)`` for the
-            samples ``index`` (a ``LongTensor``), or for the whole batch when ``index`` is
-            None. See :func:`functional_model`.
-        feature_params (sequence of Tensor): the parameters ``features_fn`` takes.
-        weight (Tensor): the head's weight ``(out, k)``, one of the optimizer's parameters.
-        bias (Tensor or None): the head's bias ``(out,)``, or None when it has none.
-        output_precision (Tensor or float): ``h``, the diagonal of the output-space KL
-            Hessian, broadcastable to ``(out,)``, finite and > 0; taken as a constant.
-        diagonal_curvature (sequence of (Tensor, float or Tensor)): parameters with a
-            constant diagonal Fisher block and their curvature, broadcastable to the
-            parameter's shape, finite and ≥ 0 (default: none).
-
-    Example:
-        >>> body, head = net[:-1], net[-1]               # net ends in nn.Linear: the mean
-        >>> feature_params = list(body.parameters())
-        >>> body_fn = functional_model(body, feature_params)
-        >>> spec = LinearHead(
-        ...     features_fn=lambda ps, idx: body_fn(ps, x if idx is None else x[idx]),
-        ...     feature_params=feature_params, weight=head.weight, bias=head.bias,
-        ...     output_precision=torch.exp(-2 * log_std.detach()),
-        ...     diagonal_curvature=[(log_std, 2.0)])
-    """
-
-    features_fn: FeaturesFn
-    feature_params: Sequence[Tensor]
-    weight: Tensor
-    bias: Tensor | None
-    output_precision: Tensor | float
-    diagonal_curvature: Sequence[tuple[Tensor, float | Tensor]] = ()
-
-    def __post_init__(self) -> None:
-        if not callable(self.features_fn):
-            raise ValueError("LinearHead.features_fn must be callable: (values, index) -> (n, k)")
-        if not isinstance(self.weight, Tensor) or self.weight.dim() != 2:
-            raise ValueError(
-                f"LinearHead.weight must be a 2-D tensor (out, k); got {_describe(self.weight)}"
-            )
-        out = self.weight.shape[0]
-        if self.bias is not None and (
-            not isinstance(self.bias, Tensor) or tuple(self.bias.shape) != (out,)
-        ):
-            raise ValueError(
-                f"LinearHead.bias must be None or a tensor of shape ({out},) to match weight "
-                f"{tuple(self.weight.shape)}; got {_describe(self.bias)}"
-            )
-        _as_curvature(self.output_precision, (out,), "output_precision", positive=True)
-        for entry in self.diagonal_curvature:
-            if not (isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], Tensor)):
-                raise ValueError(
-                    "LinearHead.diagonal_curvature must hold (parameter, curvature) pairs; "
-                    f"got {entry!r}"
-                )
-            _as_curvature(entry[1], tuple(entry[0].shape), "diagonal_curvature", positive=False)
-
-    def precision(self) -> Tensor:
-        """``h`` as a float64 tensor ``(out,)``, detached."""
-        out = self.weight.shape[0]
-        return _as_curvature(self.output_precision, (out,), "output_precision", positive=True)
-
-
-def _describe(value: object) -> str:
-    return f"shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
-
-
-def _as_curvature(
-    value: Tensor | float, shape: tuple[int, ...], name: str, positive: bool
-) -> Tensor:
-    """``value`` broadcast to ``shape`` as a detached float64 tensor, validated."""
-    try:
-        tensor = torch.as_tensor(value).detach().to(torch.float64).expand(shape)
-    except (RuntimeError, TypeError, ValueError) as error:
-        raise ValueError(
-            f"LinearHead.{name} must be a number or a tensor broadcastable to {shape}; "
-            f"got {_describe(value) if isinstance(value, Tensor) else repr(value)}"
-        ) from error
-    bad = ~torch.isfinite(tensor) | ((tensor <= 0) if positive else (tensor < 0))
-    if bool(bad.any()):
-        allowed = "> 0" if positive else ">= 0"
-        raise ValueError(
-            f"LinearHead.{name} must be finite and {allowed}; got {tensor.flatten().tolist()}"
-        )
-    return tensor
 
 
 # ------------------------------------------------------------------------- layout
@@ -192,7 +82,7 @@ class HeadLayout:
         _check_partition(self.params, self._roles())
         self.diagonal_curvature = _concat(
             [
-                _as_curvature(c, tuple(p.shape), "diagonal_curvature", False).reshape(-1)
+                as_curvature(c, tuple(p.shape), "diagonal_curvature", False).reshape(-1)
                 for p, c in head.diagonal_curvature
             ],
             head.weight.new_zeros(0, dtype=torch.float64),
@@ -314,7 +204,7 @@ def _check_features(features: Tensor, k: int, rows: int | None) -> None:
     if not isinstance(features, Tensor) or features.dim() != 2 or features.shape[1] != k:
         raise ValueError(
             f"LinearHead.features_fn must return features of shape (n, {k}) (k = weight's "
-            f"second dimension); got {_describe(features)}"
+            f"second dimension); got {describe(features)}"
         )
     if rows is not None and features.shape[0] != rows:
         raise ValueError(
