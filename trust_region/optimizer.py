@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -12,6 +11,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .cg import CGResult, conjugate_gradient_solve
+from .closure import check_kl_at_start, resolve_fvp, subsample_index, unpack
 from .curvature import (
     GGNClosureResult,
     flat_grad,
@@ -20,6 +20,7 @@ from .curvature import (
 )
 from .distributed import WeightedReducer, broadcast_parameters, check_parameters_in_sync
 from .head import check_linear_head, linear_head_solve
+from .line_search import StepResult, backtracking_line_search
 
 __all__ = ["StepResult", "TrustRegionOptimizer"]
 
@@ -40,43 +41,6 @@ JOINT_SETTINGS = (
     "fvp_subsample",
     "step_scaling",
 )
-KL_RELATIVE_SLACK = 1e-6  # floating-point rounding only
-FIRST_STEP_KL_TOL = 1e-4
-
-
-@dataclass(frozen=True)
-class StepResult:
-    """What one :meth:`TrustRegionOptimizer.step` did.
-
-    Attributes:
-        accepted (bool): the parameters moved.
-        loss_before (float): closure loss at the starting parameters.
-        loss_after (float): closure loss at the final parameters (``loss_before`` if rejected).
-        kl (float): closure KL at the final parameters (0.0 if rejected).
-        expected_improvement (float): linear prediction ``−gᵀs`` of the full step's decrease.
-        step_fraction (float): fraction of the full step taken (1.0 = full, 0.0 = rejected).
-        backtracks (int): shrinks before acceptance (all candidates tried when rejected).
-        cg_iterations (int): Fisher-vector products spent in conjugate gradient (in "ggn-head"
-            mode: Schur-complement products over the non-head parameters).
-        cg_residual (float): squared residual norm at the end of conjugate gradient.
-        reason (str | None): why the step was rejected, None when accepted.
-        fvp (str): the Fisher-vector product mode used: "hessian", "ggn", or "ggn-head"
-            (Gauss-Newton with the linear output layer eliminated, see :class:`LinearHead`).
-        grad_norm (float): norm of the loss gradient.
-    """
-
-    accepted: bool
-    loss_before: float
-    loss_after: float
-    kl: float
-    expected_improvement: float
-    step_fraction: float
-    backtracks: int
-    cg_iterations: int
-    cg_residual: float
-    reason: str | None
-    fvp: str
-    grad_norm: float
 
 
 class TrustRegionOptimizer(Optimizer):
@@ -276,8 +240,8 @@ class TrustRegionOptimizer(Optimizer):
         global_state["step"] = global_state.get("step", 0) + 1
 
         with torch.enable_grad():
-            loss, kl, ggn = _unpack(closure())
-        mode = _resolve_fvp(settings["fvp"], ggn, settings["fvp_subsample"])
+            loss, kl, ggn = unpack(closure())
+        mode = resolve_fvp(settings["fvp"], ggn, settings["fvp_subsample"])
         weight = num_samples if num_samples is not None else (ggn.num_samples if ggn else 1)
         reducer = WeightedReducer(self.process_group, weight, loss.device)
         every = self.sync_check_every
@@ -300,7 +264,7 @@ class TrustRegionOptimizer(Optimizer):
         with torch.enable_grad():
             local_grad = flat_grad(loss, params, retain_graph=True)
             if global_state["step"] == 1:
-                _check_kl_at_start(kl, params, local_grad)
+                check_kl_at_start(kl, params, local_grad)
             if mode == "ggn-head" and not global_state.get("linear_head_checked", False):
                 assert ggn is not None and ggn.linear_head is not None
                 check_linear_head(ggn.linear_head, kl, params, ggn.num_samples)
@@ -329,7 +293,7 @@ class TrustRegionOptimizer(Optimizer):
         if not (math.isfinite(expected_improvement) and expected_improvement > 0.0):
             return reject("no descent direction", **cg_info)
 
-        return self._line_search(
+        return backtracking_line_search(
             closure, params, full_step, loss_before, expected_improvement, settings, mode,
             cg_info, reducer,
         )  # fmt: skip
@@ -369,7 +333,7 @@ class TrustRegionOptimizer(Optimizer):
                     "a linear_head the optimizer runs CG on the non-head parameters only: "
                     "drop the preconditioner, or the linear_head (or use fvp='hessian')"
                 )
-            index = _subsample_index(ggn.num_samples, settings["fvp_subsample"], rhs.device)
+            index = subsample_index(ggn.num_samples, settings["fvp_subsample"], rhs.device)
             return linear_head_solve(
                 ggn.linear_head, params, rhs, damping, settings["cg_iters"],
                 settings["cg_tol"], index, reducer.mean, ggn.num_samples,
@@ -395,60 +359,9 @@ class TrustRegionOptimizer(Optimizer):
             with torch.enable_grad():
                 return hessian_vector_product(kl, params)
         assert ggn is not None
-        index = _subsample_index(ggn.num_samples, settings["fvp_subsample"], kl.device)
+        index = subsample_index(ggn.num_samples, settings["fvp_subsample"], kl.device)
         used = ggn.num_samples if index is None else len(index)
         return ggn_vector_product(ggn.outputs_fn, ggn.output_fisher_vp, params, index, used)
-
-    def _line_search(
-        self,
-        closure: Closure,
-        params: list[Tensor],
-        full_step: Tensor,
-        loss_before: float,
-        expected_improvement: float,
-        settings: dict[str, Any],
-        mode: str,
-        cg_info: dict[str, Any],
-        reducer: WeightedReducer,
-    ) -> StepResult:
-        start = [p.detach().clone() for p in params]
-        max_kl = settings["max_kl"]
-        reason = "no candidate"
-        fraction = 1.0
-        tried = 0
-        for tried in range(settings["backtrack_iters"] + 1):
-            fraction = settings["backtrack_coeff"] ** tried
-            _set_params(params, start, full_step, fraction)
-            loss, kl, _ = _unpack(closure())
-            loss_after, kl_after = reducer.scalars(loss, kl)
-            if kl_after == 0.0:  # the parameters moved, the outputs with them: never exactly 0
-                for p, original in zip(params, start, strict=True):
-                    p.copy_(original)
-                raise ValueError(UNDETACHED_OLD_SIDE)
-            improvement = loss_before - loss_after
-            if not math.isfinite(loss_after):
-                reason = "non-finite loss"
-            elif not math.isfinite(kl_after):
-                reason = "non-finite kl"
-            elif kl_after > max_kl * (1.0 + KL_RELATIVE_SLACK):
-                reason = "kl exceeded"
-            elif improvement < settings["accept_ratio"] * fraction * expected_improvement or (
-                improvement <= 0.0
-            ):
-                reason = "no improvement"
-            else:
-                return StepResult(
-                    accepted=True, loss_before=loss_before, loss_after=loss_after, kl=kl_after,
-                    expected_improvement=expected_improvement, step_fraction=fraction,
-                    backtracks=tried, reason=None, fvp=mode, **cg_info,
-                )  # fmt: skip
-        for p, original in zip(params, start, strict=True):
-            p.copy_(original)
-        return StepResult(
-            accepted=False, loss_before=loss_before, loss_after=loss_before, kl=0.0,
-            expected_improvement=expected_improvement, step_fraction=0.0, backtracks=tried,
-            reason=reason, fvp=mode, **cg_info,
-        )  # fmt: skip
 
 
 # -------------------------------------------------------------------- helpers
@@ -485,89 +398,3 @@ def _is_number(value: Any) -> bool:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-CLOSURE_CONTRACT = (
-    "the closure must return (loss, kl): two scalar tensors (the loss to minimise and the "
-    "mean KL(old || new)), or a trust_region.GGNClosureResult"
-)
-
-
-def _unpack(output: Any) -> tuple[Tensor, Tensor, GGNClosureResult | None]:
-    ggn = output if isinstance(output, GGNClosureResult) else None
-    if ggn is not None:
-        pair: Any = (ggn.loss, ggn.kl)
-    elif isinstance(output, (tuple, list)) and len(output) == 2:
-        pair = output
-    else:
-        raise TypeError(f"{CLOSURE_CONTRACT}; got {type(output).__name__}")
-    for name, value in zip(("loss", "kl"), pair, strict=True):
-        if not isinstance(value, Tensor) or value.numel() != 1:
-            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-            raise TypeError(f"{CLOSURE_CONTRACT}; its {name} is {shape}")
-    return pair[0].reshape(()), pair[1].reshape(()), ggn
-
-
-def _resolve_fvp(requested: str, ggn: GGNClosureResult | None, subsample: float) -> str:
-    if requested in ("ggn", "ggn-head") and ggn is None:
-        raise ValueError(
-            f"fvp={requested!r} needs the closure to return a trust_region.GGNClosureResult "
-            "(loss, kl, outputs_fn, output_fisher_vp, num_samples); with a plain (loss, kl) "
-            "closure use fvp='hessian' or 'auto'"
-        )
-    if requested == "ggn-head" and ggn is not None and ggn.linear_head is None:
-        raise ValueError(
-            "fvp='ggn-head' needs the closure's GGNClosureResult to carry a linear_head "
-            "(trust_region.LinearHead); without one use fvp='ggn' or 'auto'"
-        )
-    mode = requested
-    if requested == "auto":
-        mode = "hessian" if ggn is None else "ggn" if ggn.linear_head is None else "ggn-head"
-    if mode == "hessian" and subsample < 1.0:
-        raise ValueError(
-            f"fvp_subsample={subsample} needs Gauss-Newton products: return a "
-            "trust_region.GGNClosureResult from the closure (and fvp='ggn' or 'auto')"
-        )
-    return mode
-
-
-UNDETACHED_OLD_SIDE = (
-    "the closure's KL is exactly 0 at a step that moved the parameters: its 'old' side is "
-    "probably not detached (computed inside the closure from the current parameters, so both "
-    "sides move together and the KL bound holds nothing); compute the old distribution once "
-    "before step, under torch.no_grad() or with .detach(); the parameters were left unchanged"
-)
-
-
-def _check_kl_at_start(kl: Tensor, params: list[Tensor], loss_grad: Tensor) -> None:
-    """KL(old ‖ new) at the old parameters must be 0 with zero gradient."""
-    if not kl.requires_grad:
-        raise ValueError(
-            "the closure's kl does not depend on the parameters: compute KL(old || new) from the "
-            "current parameters, with only the old distribution detached"
-        )
-    kl_grad = flat_grad(kl, params, retain_graph=True)
-    kl_value, kl_grad_norm = abs(float(kl.detach())), float(kl_grad.norm())
-    scale = 1.0 + float(loss_grad.norm())
-    if kl_value > FIRST_STEP_KL_TOL or kl_grad_norm > FIRST_STEP_KL_TOL * scale:
-        raise ValueError(
-            f"the closure's KL at the current parameters is {kl_value:.3g} with gradient norm "
-            f"{kl_grad_norm:.3g}; it must be ~0 with zero gradient: return the mean "
-            "KL(old || new) where 'old' is the distribution at the current parameters, "
-            "detached (and computed before step), and 'new' depends on the parameters"
-        )
-
-
-def _subsample_index(num_samples: int, fraction: float, device: torch.device) -> Tensor | None:
-    if fraction >= 1.0:
-        return None
-    count = max(1, math.ceil(fraction * num_samples))
-    return torch.randperm(num_samples, device=device)[:count]
-
-
-def _set_params(params: list[Tensor], start: list[Tensor], step: Tensor, fraction: float) -> None:
-    offset = 0
-    for p, original in zip(params, start, strict=True):
-        n = p.numel()
-        p.copy_(original + fraction * step[offset : offset + n].view_as(p))
-        offset += n

@@ -1,0 +1,102 @@
+"""What a closure returns and the checks on it: unpacking ``(loss, kl)`` or a
+:class:`GGNClosureResult`, the solve mode it allows, and the "old side detached" checks."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .curvature import GGNClosureResult, flat_grad
+
+__all__ = [
+    "CLOSURE_CONTRACT",
+    "FIRST_STEP_KL_TOL",
+    "UNDETACHED_OLD_SIDE",
+    "check_kl_at_start",
+    "resolve_fvp",
+    "subsample_index",
+    "unpack",
+]
+
+FIRST_STEP_KL_TOL = 1e-4
+
+
+CLOSURE_CONTRACT = (
+    "the closure must return (loss, kl): two scalar tensors (the loss to minimise and the "
+    "mean KL(old || new)), or a trust_region.GGNClosureResult"
+)
+
+
+def unpack(output: Any) -> tuple[Tensor, Tensor, GGNClosureResult | None]:
+    ggn = output if isinstance(output, GGNClosureResult) else None
+    if ggn is not None:
+        pair: Any = (ggn.loss, ggn.kl)
+    elif isinstance(output, (tuple, list)) and len(output) == 2:
+        pair = output
+    else:
+        raise TypeError(f"{CLOSURE_CONTRACT}; got {type(output).__name__}")
+    for name, value in zip(("loss", "kl"), pair, strict=True):
+        if not isinstance(value, Tensor) or value.numel() != 1:
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise TypeError(f"{CLOSURE_CONTRACT}; its {name} is {shape}")
+    return pair[0].reshape(()), pair[1].reshape(()), ggn
+
+
+def resolve_fvp(requested: str, ggn: GGNClosureResult | None, subsample: float) -> str:
+    if requested in ("ggn", "ggn-head") and ggn is None:
+        raise ValueError(
+            f"fvp={requested!r} needs the closure to return a trust_region.GGNClosureResult "
+            "(loss, kl, outputs_fn, output_fisher_vp, num_samples); with a plain (loss, kl) "
+            "closure use fvp='hessian' or 'auto'"
+        )
+    if requested == "ggn-head" and ggn is not None and ggn.linear_head is None:
+        raise ValueError(
+            "fvp='ggn-head' needs the closure's GGNClosureResult to carry a linear_head "
+            "(trust_region.LinearHead); without one use fvp='ggn' or 'auto'"
+        )
+    mode = requested
+    if requested == "auto":
+        mode = "hessian" if ggn is None else "ggn" if ggn.linear_head is None else "ggn-head"
+    if mode == "hessian" and subsample < 1.0:
+        raise ValueError(
+            f"fvp_subsample={subsample} needs Gauss-Newton products: return a "
+            "trust_region.GGNClosureResult from the closure (and fvp='ggn' or 'auto')"
+        )
+    return mode
+
+
+UNDETACHED_OLD_SIDE = (
+    "the closure's KL is exactly 0 at a step that moved the parameters: its 'old' side is "
+    "probably not detached (computed inside the closure from the current parameters, so both "
+    "sides move together and the KL bound holds nothing); compute the old distribution once "
+    "before step, under torch.no_grad() or with .detach(); the parameters were left unchanged"
+)
+
+
+def check_kl_at_start(kl: Tensor, params: list[Tensor], loss_grad: Tensor) -> None:
+    """KL(old ‖ new) at the old parameters must be 0 with zero gradient."""
+    if not kl.requires_grad:
+        raise ValueError(
+            "the closure's kl does not depend on the parameters: compute KL(old || new) from the "
+            "current parameters, with only the old distribution detached"
+        )
+    kl_grad = flat_grad(kl, params, retain_graph=True)
+    kl_value, kl_grad_norm = abs(float(kl.detach())), float(kl_grad.norm())
+    scale = 1.0 + float(loss_grad.norm())
+    if kl_value > FIRST_STEP_KL_TOL or kl_grad_norm > FIRST_STEP_KL_TOL * scale:
+        raise ValueError(
+            f"the closure's KL at the current parameters is {kl_value:.3g} with gradient norm "
+            f"{kl_grad_norm:.3g}; it must be ~0 with zero gradient: return the mean "
+            "KL(old || new) where 'old' is the distribution at the current parameters, "
+            "detached (and computed before step), and 'new' depends on the parameters"
+        )
+
+
+def subsample_index(num_samples: int, fraction: float, device: torch.device) -> Tensor | None:
+    if fraction >= 1.0:
+        return None
+    count = max(1, math.ceil(fraction * num_samples))
+    return torch.randperm(num_samples, device=device)[:count]
