@@ -157,15 +157,20 @@ ZOO_KL_AND_DAMPING = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("env_id", sorted(set(ZOO_KL_AND_DAMPING) - {"Hopper-v5", "Swimmer-v5"}))
-def test_continuous_presets_state_the_zoo_kl_and_damping_per_action_dimension(env_id) -> None:
-    """max_kl = target_kl x A and damping = cg_damping x A: sb3-contrib's step exactly
-    (Hopper-v5 and Swimmer-v5 keep the zoo's numbers in our units: measured better, see
-    their notes)."""
+# Which presets read the zoo's numbers in sb3-contrib's units (x A) and which in ours, as
+# measured (docs/learning_ablation.md; Ant, Humanoid and BipedalWalker unmeasured: unchanged).
+IN_SB3_UNITS = {"HalfCheetah-v5", "Walker2d-v5", "LunarLanderContinuous-v3", "Pendulum-v1",
+                "MountainCarContinuous-v0"}  # fmt: skip
+
+
+@pytest.mark.parametrize("env_id", sorted(ZOO_KL_AND_DAMPING))
+def test_continuous_presets_state_the_zoo_kl_and_damping_in_the_measured_units(env_id) -> None:
+    """x A: sb3-contrib's step exactly; x 1: the zoo's numbers as our (summed) KL."""
     env = gym.make(env_id)
     dimensions = math.prod(env.action_space.shape)
     env.close()
+    scale = dimensions if env_id in IN_SB3_UNITS else 1
     target_kl, cg_damping = ZOO_KL_AND_DAMPING[env_id]
     config = TRPOConfig.from_preset(env_id)
-    assert config.max_kl == pytest.approx(target_kl * dimensions, rel=1e-12)
-    assert config.damping == pytest.approx(cg_damping * dimensions, rel=1e-12)
+    assert config.max_kl == pytest.approx(target_kl * scale, rel=1e-12)
+    assert config.damping == pytest.approx(cg_damping * scale, rel=1e-12)
