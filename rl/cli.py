@@ -49,7 +49,6 @@ from rl.config import (
     read_config_file,
 )
 from rl.errors import RunDirLockedError, TrainingError
-from rl.plot import plot_runs
 from rl.presets import Preset, all_presets, find_preset, similar_presets
 from rl.progress import Progress, ProgressMode, make_progress
 from rl.run_files import CONFIG_FILE, EVALS_FILE, METRICS_FILE, MODEL_FILE
@@ -656,6 +655,8 @@ def _show_preset(env_id: str) -> int:
 
 # --------------------------------------------------------------------------------- plot
 def _plot(args: argparse.Namespace) -> int:
+    from rl.plot import plot_runs  # matplotlib (~0.4 s) only for the command that draws
+
     if args.out is not None:
         out = Path(args.out)
     elif len(args.run_dirs) == 1 and (Path(args.run_dirs[0]) / METRICS_FILE).is_file():

@@ -212,3 +212,13 @@ def test_the_live_table_fits_80_columns_with_whole_headers() -> None:
                               "backtr", "accepted"]  # fmt: skip
     assert values.split() == ["1234", "-12345.6", "1000", "0.0123", "-7.659", "0.0606", "-0.52",
                               "10", "yes"]  # fmt: skip
+
+
+def test_the_cli_imports_matplotlib_only_to_draw() -> None:
+    """`trpo train/eval/...` start without matplotlib (about 0.4 s of import)."""
+    import subprocess
+    import sys
+
+    code = "import sys, rl.cli; print('matplotlib' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr[-500:]
