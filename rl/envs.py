@@ -361,7 +361,6 @@ class LeanSyncVectorEnv(SyncVectorEnv):
             batch = np.copy(batch) if type(batch) is np.ndarray else copy.deepcopy(batch)
         return batch, np.copy(rewards), np.copy(terminations), np.copy(truncations), {}
 
-
     def _misfit(self, observations: list[Any]) -> Exception:
         """The EnvOutputError naming the first sub-env whose observation misfits its space."""
         space = self.single_observation_space

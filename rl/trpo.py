@@ -72,7 +72,7 @@ from rl.policies import Policy, make_distribution, make_policy
 from rl.progress import Progress, ProgressMode, make_progress
 from rl.rollout import Rollout, RolloutCollector
 from rl.run_files import RunFiles
-from rl.run_lock import acquire_run_dir, release_run_dir
+from rl.run_lock import acquire_run_dir, hold_run_dir, release_run_dir
 from rl.surrogate import make_policy_batch, make_policy_closure
 from rl.value import (
     BackgroundCall,
@@ -332,13 +332,12 @@ class TRPO:
             TRPO: ``self``, trained.
         """
         files = self._run_files()
-        if files is None:
-            return self._learn(files, total_steps, progress, final_evaluation, callback)
-        acquire_run_dir(files.directory)  # RunDirLockedError if another process writes there
+        # RunDirLockedError if another process writes there
+        lock = hold_run_dir(files.directory) if files is not None else contextlib.nullcontext()
         try:
-            return self._learn(files, total_steps, progress, final_evaluation, callback)
+            with lock:
+                return self._learn(files, total_steps, progress, final_evaluation, callback)
         finally:
-            release_run_dir(files.directory)
             self._release_resume_hold()
 
     def _learn(
