@@ -147,6 +147,8 @@ CHECKPOINT_FILE = "checkpoint.pt"
 PREVIOUS_CHECKPOINT_FILE = "checkpoint.prev.pt"
 CHECKPOINT_FORMAT = "rl.trpo.checkpoint/1"
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, EVALS_FILE)  # rewritten atomically by rl.run_files
+# Every file a run writes: a directory holding any of them holds a run.
+ALL_RUN_FILES = (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE, MODEL_FILE, *RUN_FILES)
 
 # Config fields that fix the networks' shapes or the envs' state: a checkpoint only fits a
 # config that agrees with it on these. Other fields may change between stop and resume.
@@ -246,7 +248,7 @@ def remove_stale_temporaries(directory: str | Path) -> list[Path]:
     longer exist are deleted, so processes writing into one run directory together (the
     ranks of a distributed run) keep theirs.
     """
-    names = (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE, MODEL_FILE, *RUN_FILES)
+    names = ALL_RUN_FILES
     stale = [
         path
         for name in names

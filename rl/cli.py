@@ -34,6 +34,7 @@ from pydantic.fields import FieldInfo
 
 from rl.atari import ensure_registered
 from rl.checkpoint import (
+    ALL_RUN_FILES,
     CHECKPOINT_FILE,
     PREVIOUS_CHECKPOINT_FILE,
     CheckpointError,
@@ -51,7 +52,7 @@ from rl.config import (
 from rl.errors import RunDirLockedError, TrainingError
 from rl.presets import Preset, all_presets, find_preset, similar_presets
 from rl.progress import Progress, ProgressMode, make_progress
-from rl.run_files import CONFIG_FILE, EVALS_FILE, METRICS_FILE, MODEL_FILE
+from rl.run_files import CONFIG_FILE, METRICS_FILE, MODEL_FILE
 from rl.tensorboard import TENSORBOARD_HINT, TensorBoardProgress, tensorboard_available
 from rl.trpo import MODEL_FORMAT, TRPO
 
@@ -424,7 +425,7 @@ def _resolve_train_config(
     config = TRPOConfig.from_dict(merge_dicts(settings, data))
     if config.run_dir is None:
         config = config.with_overrides({"run_dir": _default_run_dir(env_id, config.seed)})
-    held = [name for name in RUN_DIR_FILES if (Path(config.run_dir) / name).exists()]
+    held = [name for name in ALL_RUN_FILES if (Path(config.run_dir) / name).exists()]
     if held:  # any of them: a run whose metrics.jsonl was deleted is still a run
         raise UsageError(
             f"run_dir = {config.run_dir!r} already holds a run ({', '.join(held)}); choose "
@@ -434,16 +435,6 @@ def _resolve_train_config(
         raise UsageError(f"run_dir = {config.run_dir!r} is a file, not a directory")
     overridden = sorted(set(_dotted(settings)) & set(_dotted(data)))
     return config, preset, overridden
-
-
-RUN_DIR_FILES = (
-    CONFIG_FILE,
-    METRICS_FILE,
-    EVALS_FILE,
-    MODEL_FILE,
-    CHECKPOINT_FILE,
-    PREVIOUS_CHECKPOINT_FILE,
-)
 
 
 def _dotted(data: dict[str, typing.Any], prefix: str = "") -> dict[str, typing.Any]:
