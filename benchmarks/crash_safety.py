@@ -71,6 +71,7 @@ def instrument(markers: str, write_delay: float) -> Callable[..., None]:
     import torch
 
     import rl.checkpoint
+    import rl.loop
     import rl.trpo
     from rl.run_files import RunFiles
 
@@ -85,16 +86,16 @@ def instrument(markers: str, write_delay: float) -> Callable[..., None]:
         original = getattr(owner, name)
 
         @functools.wraps(original)
-        def wrapper(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-            mark(phase, detail(self, *args))
-            return original(self, *args, **kwargs)
+        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            mark(phase, detail(*args))
+            return original(*args, **kwargs)
 
         setattr(owner, name, wrapper)
 
     trpo = rl.trpo.TRPO
-    before(trpo, "_collect", "rollout", lambda agent, *_: agent.iteration + 1)
-    before(trpo, "_update", "update", lambda agent, *_: agent.iteration + 1)
-    before(trpo, "_evaluate_during_training", "evaluate", lambda agent, *_: agent.iteration)
+    before(rl.loop, "collect", "rollout", lambda agent, *_: agent.iteration + 1)
+    before(rl.loop, "update", "update", lambda agent, *_: agent.iteration + 1)
+    before(rl.loop, "evaluate_during_training", "evaluate", lambda agent, *_: agent.iteration)
     before(RunFiles, "append_metrics", "metrics", lambda files, row: row["iteration"])
 
     def writing_as(what: str, function):  # type: ignore[no-untyped-def]
@@ -128,13 +129,13 @@ def instrument(markers: str, write_delay: float) -> Callable[..., None]:
         return agent
 
     trpo.resume = classmethod(resume)
-    restore = rl.trpo.restore_training_state
+    restore = rl.loop.restore_training_state
 
     def logged_restore(*args, **kwargs):  # type: ignore[no-untyped-def]
         mark("replay")
         return restore(*args, **kwargs)
 
-    rl.trpo.restore_training_state = logged_restore
+    rl.loop.restore_training_state = logged_restore
 
     real_torch_save = torch.save
 

@@ -749,6 +749,16 @@ def _agent_generators(agent: TRPO) -> dict[str, torch.Generator]:
     return {"action": agent.action_generator, "shuffle": agent.shuffle_generator}
 
 
+RANK_STATES = "rank_states"  # checkpoint key: [{"envs", "rng"}] of ranks 1 .. K-1
+
+
+def rank_checkpoint(checkpoint: dict[str, Any], rank: int) -> dict[str, Any]:
+    """The checkpoint as rank ``rank`` of a job restores it: its own envs and RNGs."""
+    if rank == 0:
+        return checkpoint
+    return {**checkpoint, **checkpoint[RANK_STATES][rank - 1]}
+
+
 def restore_agent(agent: TRPO, checkpoint: Mapping[str, Any]) -> None:
     """Load networks, optimizers, statistics, RNGs and counters of ``checkpoint`` into a
     freshly built ``agent`` (its envs are restored when ``learn`` starts)."""
@@ -855,7 +865,10 @@ class Checkpointer:
         return self.every > 0 and self.agent.iteration % self.every == 0
 
     def save(self, seconds: float) -> Path:
-        """Write a checkpoint of the current state (once per iteration).
+        """Write a checkpoint of the current state (once per iteration). In a job every
+        rank calls it at the same iteration: each sends its envs' and RNGs' state to the
+        main rank, which writes one checkpoint for the job (its own state where a single
+        process keeps it, the others' under ``"rank_states"``, and ``"world_size"``).
 
         Raises:
             CheckpointWriteError: the file system refused the write (disk full, read-only);
@@ -863,7 +876,22 @@ class Checkpointer:
         """
         path = self.directory / CHECKPOINT_FILE
         if self.saved_iteration != self.agent.iteration:
+            comm = self.agent.comm
+            own = None
+            if comm.world_size > 1:
+                own = {
+                    "envs": capture_env_state(self.envs, self.collector),
+                    "rng": capture_rng_states(_agent_generators(self.agent)),
+                }
+            rank_states = comm.gather_to_main(own)
+            if not comm.is_main:
+                self.saved_iteration = self.agent.iteration
+                return path
             state = build_checkpoint(self.agent, self.envs, self.collector, seconds)
+            if comm.world_size > 1:
+                assert rank_states is not None
+                state["world_size"] = len(rank_states)
+                state[RANK_STATES] = rank_states[1:]
             try:
                 write_checkpoint(state, self.directory)
             except OSError as error:

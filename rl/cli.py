@@ -24,7 +24,7 @@ import sys
 import time
 import typing
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -42,6 +42,7 @@ from rl.checkpoint import (
     UnsafeCheckpointError,
     load_plain_file,
 )
+from rl.comm import Comm
 from rl.config import (
     ConfigError,
     TRPOConfig,
@@ -263,16 +264,16 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------- train
-def _train(args: argparse.Namespace, agent_class: type[TRPO] = TRPO) -> int:
-    """``trpo train``; ``rl.train`` runs it with ``agent_class=DistributedTRPO``."""
+def _train(args: argparse.Namespace, make_comm: Callable[[], Comm] = Comm) -> int:
+    """``trpo train``; ``rl.train`` runs it with ``make_comm=DistributedComm``."""
     if args.resume is not None:
-        return _resume(args, agent_class)
+        return _resume(args, make_comm())
     if args.restart:
         raise UsageError("--restart goes with --resume RUN_DIR")
     if args.target is None:
         raise UsageError("ENV_ID_OR_CONFIG_FILE is required (or --resume RUN_DIR)")
     config, preset, overridden = _resolve_train_config(args)
-    agent = _make_agent(config, agent_class)
+    agent = _make_agent(config, make_comm())
     if not args.quiet:
         if preset is not None:
             print(_describe_preset(preset, overridden), flush=True)
@@ -338,7 +339,7 @@ def _progress(agent: TRPO, quiet: bool, tensorboard: bool) -> ProgressMode | Pro
     return TensorBoardProgress(make_progress(mode, agent.config.total_steps), log_dir)
 
 
-def _resume(args: argparse.Namespace, agent_class: type[TRPO] = TRPO) -> int:
+def _resume(args: argparse.Namespace, comm: Comm) -> int:
     """``trpo train --resume RUN_DIR``: continue from config.yaml and the latest checkpoint."""
     given = {
         "ENV_ID_OR_CONFIG_FILE": args.target,
@@ -356,7 +357,9 @@ def _resume(args: argparse.Namespace, agent_class: type[TRPO] = TRPO) -> int:
     run_dir = args.resume
     with _checkpoint_warnings_as_lines():
         try:
-            agent = agent_class.resume(run_dir, total_steps=args.total_steps, restart=args.restart)
+            agent = TRPO.resume(
+                run_dir, total_steps=args.total_steps, restart=args.restart, comm=comm
+            )
         except CheckpointError as error:
             raise UsageError(f"--resume {run_dir!r}: {error}") from None
         config = agent.config
@@ -483,9 +486,9 @@ def _default_run_dir(env_id: str, seed: int) -> str:
             candidate = base.with_name(f"{base.name}-{suffix}")
 
 
-def _make_agent(config: TRPOConfig, agent_class: type[TRPO] = TRPO) -> TRPO:
+def _make_agent(config: TRPOConfig, comm: Comm) -> TRPO:
     try:
-        return agent_class(config)
+        return TRPO(config, comm=comm)
     except Exception as error:  # whatever the env's constructor raises (KeyError, assert, ...)
         if isinstance(error, (TrainingError, ConfigError)):
             raise

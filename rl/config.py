@@ -181,10 +181,9 @@ class TRPOConfig(_Frozen):
     )
     value_fit_in_background: bool = Field(
         True,
-        description="Fit the value function in a background thread while the policy step "
-        "and, when the fit runs without the GIL (the MLP value function, float32 on CPU), the "
-        "next rollout run: they are independent, so the result is the same, in less wall "
-        "time.",
+        description="Fit the value function in a child process (rl.value_process) while the "
+        "policy step and the next rollout run, when it can run there (a CPU value network "
+        "under Adam): they are independent, so the result is the same, in less wall time.",
     )
     checkpoint_every: int = Field(
         10,

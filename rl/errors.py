@@ -110,3 +110,7 @@ class RunDirLockedError(RunDirError):
 class EnvOutputError(TrainingError):
     """A sub-env returned an observation that does not fit its space or a reward that is
     not a scalar (``rl.envs.LeanSyncVectorEnv``); the message names the sub-env."""
+
+
+class EvaluationInterrupted(Exception):
+    """A stop signal arrived during an evaluation inside ``learn``."""

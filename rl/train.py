@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 import torch.distributed as dist
 
 from rl.cli import USAGE_ERROR, _train, build_parser, run_command
-from rl.distributed import DistributedTRPO, init_process_group_from_env, launched_by_torchrun
+from rl.distributed import DistributedComm, init_process_group_from_env, launched_by_torchrun
 
 __all__ = ["main"]
 
@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = 1
     try:
         rank, world_size = dist.get_rank(), dist.get_world_size()
-        args.handler = functools.partial(_train, agent_class=DistributedTRPO)
+        args.handler = functools.partial(_train, make_comm=DistributedComm)
         if rank != 0:  # rank 0 speaks for the job
             args.quiet, args.tensorboard = True, False
         with _stdout_silenced(rank != 0):

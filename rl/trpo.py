@@ -1,6 +1,6 @@
 """TRPO (Schulman et al., 2015) on gymnasium vector envs, built on TrustRegionOptimizer.
 
-One iteration, top to bottom (``TRPO._iterate``)::
+One iteration, top to bottom (``rl.loop.train``)::
 
     rollout  = collector.collect()                       (T, N) slots, reset slots masked
     values   = V(observations[:-1]), V(observations[1:])  one batched forward
@@ -27,10 +27,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import sys
-import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +39,6 @@ from torch import nn
 
 from rl.checkpoint import (
     CHECKPOINT_FORMAT,
-    Checkpointer,
     CheckpointError,
     CheckpointWarning,
     RecordingFactory,
@@ -50,10 +47,11 @@ from rl.checkpoint import (
     check_world_size,
     load_plain_file,
     load_run,
+    rank_checkpoint,
     restore_agent,
-    restore_training_state,
 )
 from rl.cnn import is_image_space, make_image_policy, make_image_value
+from rl.comm import Comm, rank_seed
 from rl.config import TRPOConfig
 from rl.envs import (
     EnvFactory,
@@ -66,23 +64,13 @@ from rl.envs import (
     restore_reward_statistics,
     reward_statistics,
 )
-from rl.errors import EnvOutputError, EnvWorkerError, NonFiniteEnvError
-from rl.gae import gae
+from rl.errors import EvaluationInterrupted
+from rl.loop import train
 from rl.policies import Policy, make_distribution, make_policy
 from rl.progress import Progress, ProgressMode, make_progress
-from rl.rollout import Rollout, RolloutCollector
 from rl.run_files import RunFiles
 from rl.run_lock import acquire_run_dir, hold_run_dir, release_run_dir
-from rl.surrogate import make_policy_batch, make_policy_closure
-from rl.value import (
-    BackgroundCall,
-    ForegroundCall,
-    MinibatchStepper,
-    ValueNetwork,
-    explained_variance,
-    fit_value,
-    make_value,
-)
+from rl.value import ValueNetwork, make_value
 from trust_region import TrustRegionOptimizer
 
 __all__ = ["TRPO"]
@@ -91,36 +79,6 @@ MODEL_FORMAT = "rl.trpo.model/1"
 EVAL_SEED_OFFSET = 1_000_000  # evaluation envs are seeded apart from training envs
 MAX_EVAL_ENVS = 16
 DEFAULT_EVAL_STEP_CAP = 10_000  # evaluation episodes of envs without a time limit
-
-
-class _Clock:
-    """Wall time since the start of ``learn`` and env steps/s with evaluations kept out."""
-
-    def __init__(self, start_step: int, time_offset: float = 0.0) -> None:
-        self.start = time.perf_counter()
-        self.start_step = start_step
-        self.paused_seconds = 0.0
-        self.time_offset = time_offset  # wall time of the run before this ``learn`` (resume)
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        pause_start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.paused_seconds += time.perf_counter() - pause_start
-
-    def rates(self, step: int) -> dict[str, float]:
-        elapsed = self.elapsed()
-        training_seconds = max(elapsed - self.paused_seconds, 1e-9)
-        return {"fps": (step - self.start_step) / training_seconds, "time": self.time()}
-
-    def time(self) -> float:
-        """Seconds of the run so far, the part before a resume included."""
-        return self.time_offset + self.elapsed()
 
 
 def check_device_available(device: torch.device) -> None:
@@ -144,10 +102,6 @@ def check_device_available(device: torch.device) -> None:
         raise ValueError(f"device = {str(device)!r}: MPS is not available on this machine")
 
 
-class EvaluationInterrupted(Exception):
-    """A stop signal arrived during an evaluation inside ``learn``."""
-
-
 class TRPO:
     """Trust Region Policy Optimization for one gymnasium environment.
 
@@ -166,6 +120,9 @@ class TRPO:
             from ``config.value`` (a separate Nature CNN for image observations). Networks
             with ``observation_dtype = torch.uint8`` (rl.cnn's) get image observations as
             stored, uint8 (see ``rl.rollout``); all others get float32.
+        comm (rl.comm.Comm, optional): the job this process is a rank of: a
+            ``rl.comm.DistributedComm`` under torchrun (``rl.train`` passes one; the main
+            rank's config is the job's), one process by default.
 
     Side effects: seeds torch's global generator (network initialisation) and, on CPU with
     ``config.torch_threads > 0``, calls ``torch.set_num_threads``.
@@ -176,18 +133,15 @@ class TRPO:
         array(0)
     """
 
-    # The torch.distributed group of a multi-process job (rl.distributed.DistributedTRPO
-    # sets it); a single process is a job of one rank, and the hooks marked "one rank of a
-    # job" below are then the identity.
-    process_group: Any = None
-
     def __init__(
         self,
         config: TRPOConfig | str,
         env_fn: EnvFactory | None = None,
         policy: nn.Module | None = None,
         value: nn.Module | None = None,
+        comm: Comm | None = None,
     ) -> None:
+        self.comm = comm = comm if comm is not None else Comm()
         if isinstance(config, str):
             config = TRPOConfig.from_preset(config)
         elif not isinstance(config, TRPOConfig):
@@ -195,9 +149,11 @@ class TRPO:
                 f"TRPO takes a TRPOConfig or an env id, got {type(config).__name__}: e.g. "
                 "TRPO('CartPole-v1') or TRPO(TRPOConfig.from_preset('CartPole-v1', seed=1))"
             )
-        self.config = config
+        self.config = config = comm.broadcast(config)
         self.device = torch.device(config.device)
         check_device_available(self.device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
         if self.device.type == "cpu" and config.torch_threads > 0:
             torch.set_num_threads(config.torch_threads)
         self._env_factory = make_env_factory(config.env_id, config.env_kwargs, env_fn, config.atari)
@@ -226,7 +182,7 @@ class TRPO:
             fvp=config.fvp,
             fvp_subsample=config.fvp_subsample,
             step_scaling=config.step_scaling,
-            process_group=self.process_group,
+            process_group=comm.group,
         )
         self._policy_parameters = [
             p for group in self.policy_optimizer.param_groups for p in group["params"]
@@ -234,9 +190,15 @@ class TRPO:
         self.value_optimizer = torch.optim.Adam(
             self.value.parameters(), lr=config.value.learning_rate
         )
-        self.action_generator = torch.Generator(device=self.device).manual_seed(config.seed)
-        self.shuffle_generator = torch.Generator().manual_seed(config.seed + 1)
-        self.env_seed = config.seed  # training sub-env i is first reset with env_seed + i
+        # Rank r of a job: its envs and actions seeded with rank_seed(seed, r) (rank 0's is
+        # seed); a replicated value fit shuffles the job's batch alike on every rank.
+        self.env_seed = rank_seed(config.seed, comm.rank)  # sub-env i first reset with +i
+        self.action_generator = torch.Generator(device=self.device).manual_seed(self.env_seed)
+        shuffle_seed = config.seed if comm.value_fit in ("local", "replicate") else self.env_seed
+        self.shuffle_generator = torch.Generator().manual_seed(shuffle_seed + 1)
+        if comm.world_size > 1:
+            comm.device = self.device
+            comm.broadcast_parameters(self.value)
 
         self.step = 0
         self.iteration = 0
@@ -250,11 +212,6 @@ class TRPO:
         self._resume_state: dict[str, Any] | None = None  # env/RNG state for the next learn
         self._train_envs: VectorEnvs | None = None
         self._eval_envs: VectorEnvs | None = None
-        # The value fit of the last iteration while it runs beside the next rollout (see
-        # learn), and the metrics row that waits for its loss.
-        self._value_fit: BackgroundCall | ForegroundCall | None = None
-        self._value_fit_row: dict[str, Any] | None = None
-        self._defer_value_fit = False  # set by learn
 
     # ----------------------------------------------------------------------------- building
     def _build_policy(self, policy: nn.Module | None) -> Policy:
@@ -318,9 +275,9 @@ class TRPO:
             callback (callable, optional): ``callback(agent, row)`` after each iteration
                 (and its evaluation, if any); returning ``False`` stops training there.
 
-        With ``config.value_fit_in_background`` (the default) and a value fit that runs
-        without the GIL (``rl.value.MinibatchStepper.scripted``: the MLP value function
-        under Adam, float32 on CPU), an iteration's value fit runs beside the next
+        With ``config.value_fit_in_background`` (the default) and a value fit that can run in
+        the value-fit process (``rl.value_process``: a network on CPU under Adam), an
+        iteration's value fit runs there beside the policy step and the next
         rollout, which needs only the policy; the next GAE waits for it. What is learned is
         the same, bit for bit. The iteration's metrics row then reaches metrics.jsonl and
         the progress display once its fit is done, after that rollout. An iteration that
@@ -331,338 +288,26 @@ class TRPO:
         Returns:
             TRPO: ``self``, trained.
         """
-        files = self._run_files()
-        # RunDirLockedError if another process writes there
-        lock = hold_run_dir(files.directory) if files is not None else contextlib.nullcontext()
-        try:
-            with lock:
-                return self._learn(files, total_steps, progress, final_evaluation, callback)
-        finally:
-            self._release_resume_hold()
-
-    def _learn(
-        self,
-        files: RunFiles | None,
-        total_steps: int | None,
-        progress: ProgressMode | Progress,
-        final_evaluation: bool,
-        callback: Callable[[TRPO, dict[str, Any]], bool | None] | None,
-    ) -> TRPO:
-        """``learn``'s loop, with the run directory (if any) locked by this process."""
         config = self.config
         total_steps = config.total_steps if total_steps is None else total_steps
         display = (
             progress if isinstance(progress, Progress) else make_progress(progress, total_steps)
         )
-        if files is not None:
-            files.write_config(config.to_yaml())
-        envs = self._train_envs = self._make_envs(config.num_envs, training=True)
-        self._restore_normalization(envs)
-        collector = RolloutCollector(envs, self.policy, config.steps_per_env, self.action_generator)
-        collector.reset(seed=self.env_seed)
-        clock = _Clock(self.step, self._resume_training_envs(envs, collector))
-        episodes_seen = int(envs.episode_stats.episode_count)
-        checkpoints = self._make_checkpointer(files, envs, collector)
-        self.stopped_by = None
-        signals = self._signals = StopOnSignals(active=config.run_dir is not None).install()
-        overlap = self._defer_value_fit = self._value_fit_overlaps_rollout() and callback is None
-        waiting: dict[str, Any] | None = None  # a row whose value fit ran beside this rollout
+        write = config.run_dir is not None and self.comm.is_main
+        files = RunFiles(config.run_dir) if write else None
+        # RunDirLockedError if another process writes there
+        lock = hold_run_dir(files.directory) if files is not None else contextlib.nullcontext()
         try:
-            while self.step < total_steps:
-                row = self._iterate(collector)  # joins the previous value fit before its GAE
-                if waiting is not None:
-                    self._write_row(files, display, waiting)
-                    waiting = None
-                finished = int(envs.episode_stats.episode_count) - episodes_seen
-                episodes_seen += finished
-                row |= self._episode_metrics(envs, finished) | clock.rates(self.step)
-                self._value_fit_row = row
-                last = self.step >= total_steps
-                evaluate = self._evaluation_due(total_steps) or (last and final_evaluation)
-                self.stopped_by = self._stop_requested(signals)
-                save = checkpoints is not None and (checkpoints.due() or bool(self.stopped_by))
-                if overlap and not (last or evaluate or save or self.stopped_by):
-                    # Nothing reads the value function before the next GAE: let its fit run
-                    # beside the next rollout; this row is written once the fit is done.
-                    waiting = row
-                    continue
-                self._join_value_fit()
-                self._write_row(files, display, row)
-                evaluation = self._evaluate_during_training(clock) if evaluate else None
-                if evaluation is not None:  # (None on the ranks of a job that do not evaluate)
-                    if files is not None:
-                        files.append_eval(evaluation)
-                    display.evaluation(evaluation)
-                if save:
-                    assert checkpoints is not None
-                    checkpoints.save(clock.time())
-                if callback is not None and callback(self, row) is False:
-                    break
-                self.stopped_by = self._stop_requested(signals)  # one may come in the callback
-                if self.stopped_by:
-                    break
-            if checkpoints is not None:
-                checkpoints.save(clock.time())
-        except BaseException:
-            display.abort()
-            self._join_value_fit(raise_error=False)
-            raise
+            with lock:
+                train(self, files, total_steps, display, final_evaluation, callback)
+                return self
         finally:
-            self._defer_value_fit = False
-            signals.uninstall()
-            self._signals = None
-            self._freeze_normalization(envs)
-            envs.close()
-            self._train_envs = None
-        if files is not None:
-            self.save(files.model_path)
-        display.finish(self._summary(clock.elapsed()))
-        if self.stopped_by and files is not None:
-            print(
-                f"trpo: stopped by {self.stopped_by} at step {self.step} (iteration "
-                f"{self.iteration}); checkpoint saved in {files.directory}; continue with: "
-                f"trpo train --resume {files.directory}",
-                file=sys.stderr,
-                flush=True,
-            )
-        return self
+            self._release_resume_hold()
 
-    def _resume_training_envs(self, envs: VectorEnvs, collector: RolloutCollector) -> float:
-        """After ``resume``: bring the fresh training envs and the RNGs to the checkpoint's
-        state (once). Returns the run's wall time before this ``learn``."""
-        if self._resume_state is None:
-            return 0.0
-        checkpoint, self._resume_state = self._resume_state, None
-        diverged = restore_training_state(self, envs, collector, checkpoint)
-        if diverged:
-            warnings.warn(
-                f"envs {diverged} did not return to their checkpointed state on replay (not "
-                "deterministic given their seed and actions): training continues from the "
-                "checkpoint, but not bit for bit",
-                CheckpointWarning,
-                stacklevel=3,
-            )
-        return float(checkpoint["progress"]["time"])
-
-    def _write_row(self, files: RunFiles | None, display: Progress, row: dict[str, Any]) -> None:
-        """Append ``row`` to metrics.jsonl and show it."""
-        if files is not None:
-            files.append_metrics(row)
-        display.iteration(row)
-
-    def _value_fit_overlaps_rollout(self) -> bool:
-        """Whether ``learn`` may leave an iteration's value fit running beside the next
-        rollout: with ``value_fit_in_background``, when the fit runs as one TorchScript call
-        (``rl.value.MinibatchStepper.scripted``), which does not hold the GIL. A fit in
-        Python would contend with the rollout for the GIL and slow it down more (measured).
-        """
-        if not self.config.value_fit_in_background:
-            return False
-        return MinibatchStepper(self.value, self.value_optimizer).scripted
-
-    def _join_value_fit(self, raise_error: bool = True) -> float | None:
-        """Wait for the running value fit, if any, put its loss in the metrics row that
-        waits for it (if one does) and return it."""
-        value_fit, self._value_fit = self._value_fit, None
-        if value_fit is None:
-            return None
-        try:
-            loss = value_fit.result()
-        except BaseException:
-            if raise_error:
-                raise
-            return None
-        if self._value_fit_row is not None:
-            self._value_fit_row["value_loss"] = loss
-            self._value_fit_row = None
-        return loss
-
-    def _iterate(self, collector: RolloutCollector) -> dict[str, Any]:
-        """Collect one rollout and update the policy and the value function."""
-        iteration_start = time.perf_counter()
-        rollout = self._collect(collector)
-        rollout_seconds = time.perf_counter() - iteration_start
-        metrics = self._update(rollout)
-        self.step += self.steps_per_iteration
-        self.iteration += 1
-        return {
-            "step": self.step,
-            "iteration": self.iteration,
-            **metrics,
-            "rollout_time": rollout_seconds,
-            "update_time": time.perf_counter() - iteration_start - rollout_seconds,
-        }
-
-    def _collect(self, collector: RolloutCollector) -> Rollout:
-        """``collector.collect()``; an env fault is raised as ``rl.errors.NonFiniteEnvError``
-        or ``EnvWorkerError`` naming the env, the step and the iteration (nothing is learned
-        from the rollout and no checkpoint is written)."""
-        try:
-            return collector.collect()
-        except NonFiniteEnvError as error:
-            located = error.located(
-                self.env_name, self.step, self.iteration + 1, self.config.num_envs
-            )
-            raise located from None
-        except EnvOutputError as error:
-            raise EnvOutputError(
-                f"env {self.env_name!r}: {error} in iteration {self.iteration + 1}, after step "
-                f"{self.step}; nothing of that iteration was learned or saved"
-            ) from None
-        except Exception as error:
-            failure = collector.envs.worker_failure()
-            if failure is None:
-                raise
-            cause = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-            raise EnvWorkerError(
-                f"env {self.env_name!r}: {failure} ({cause}) in iteration "
-                f"{self.iteration + 1}, after step {self.step}; nothing of that iteration "
-                "was learned or saved"
-            ) from error
-
-    def _update(self, rollout: Rollout) -> dict[str, Any]:
-        """GAE, one trust-region policy step and the value fit, on the valid slots only."""
-        config, device = self.config, self.device
-        self._join_value_fit()  # the previous iteration's, if it ran beside this rollout
-        horizon, num_envs = rollout.rewards.shape
-        observations = rollout.observations.to(device)
-        with torch.no_grad():
-            all_values = self.value(observations.flatten(0, 1)).view(horizon + 1, num_envs)
-        values, next_values = all_values[:-1], all_values[1:]
-        advantages, returns = gae(
-            rollout.rewards.to(device),
-            values,
-            next_values,
-            rollout.terminated.to(device),
-            rollout.truncated.to(device),
-            config.gamma,
-            config.lam,
-        )
-        valid = rollout.valid.flatten().nonzero().squeeze(1).to(device)
-        batch_observations = observations[:-1].flatten(0, 1)[valid]
-        batch_actions = rollout.actions.to(device).flatten(0, 1)[valid]
-        batch_advantages = advantages.flatten()[valid]
-        batch_returns = returns.flatten()[valid]
-        if config.normalize_advantages:
-            batch_advantages = self._normalize_advantages(batch_advantages)
-        self._value_fit_row = None
-        self._value_fit = (BackgroundCall if config.value_fit_in_background else ForegroundCall)(
-            self._fit_value, batch_observations, batch_returns, self.iteration + 1
-        )
-        batch = make_policy_batch(self.policy, batch_observations, batch_actions, batch_advantages)
-        ggn_params = None if config.fvp == "hessian" else self._policy_parameters
-        try:
-            result = self.policy_optimizer.step(
-                make_policy_closure(self.policy, batch, ggn_params), num_samples=int(valid.numel())
-            )
-        except BaseException:
-            self._join_value_fit(raise_error=False)
-            raise
-        # learn may leave the fit running (then it fills value_loss in when done)
-        value_loss = None if self._defer_value_fit else self._join_value_fit()
-        entropies = self.policy.distribution.entropy(batch.old_params)
-        statistics = self._batch_statistics(entropies, values.flatten()[valid], batch_returns)
-        return {
-            "samples": statistics["samples"],
-            "kl": float(result.kl),
-            "entropy": statistics["entropy"],
-            "value_loss": value_loss,
-            "explained_variance": statistics["explained_variance"],
-            "accepted": bool(result.accepted),
-            "backtracks": int(result.backtracks),
-            "step_fraction": float(result.step_fraction),
-            "surrogate_improvement": float(result.loss_before) - float(result.loss_after),
-            "expected_improvement": float(result.expected_improvement),
-            "cg_iterations": int(result.cg_iterations),
-            "cg_residual": float(result.cg_residual),
-            "reason": result.reason or None,
-        }
-
-    # ----------------------------------------------------------------- one rank of a job
     @property
     def steps_per_iteration(self) -> int:
-        """Env steps per iteration, all ranks together: ``config.steps_per_iteration`` here."""
-        return self.config.steps_per_iteration
-
-    def _run_files(self) -> RunFiles | None:
-        """The writer of ``config.run_dir`` (None without one)."""
-        return RunFiles(self.config.run_dir) if self.config.run_dir is not None else None
-
-    def _make_checkpointer(
-        self, files: RunFiles | None, envs: VectorEnvs, collector: RolloutCollector
-    ) -> Checkpointer | None:
-        if files is None:
-            return None
-        return Checkpointer(self, files.directory, envs, collector, self.config.checkpoint_every)
-
-    def _stop_requested(self, signals: StopOnSignals) -> str | None:
-        """The signal (``"SIGINT"``/``"SIGTERM"``) that asked training to stop, if any."""
-        return signals.signal_name
-
-    def _normalize_advantages(self, advantages: torch.Tensor) -> torch.Tensor:
-        """Standardise the batch's ``(M,)`` advantages (left as they are when ``M <= 1``)."""
-        if advantages.numel() <= 1:
-            return advantages
-        return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-
-    def _fit_value(
-        self, observations: torch.Tensor, returns: torch.Tensor, iteration: int
-    ) -> float:
-        """Iteration ``iteration``'s value fit (``rl.value.fit_value``); the last epoch's mean
-        loss. It may run in a background thread while ``learn`` goes on: read nothing here
-        that the training loop changes (hence ``iteration`` passed in)."""
-        settings = self.config.value
-        return fit_value(
-            self.value,
-            self.value_optimizer,
-            observations,
-            returns,
-            settings.epochs,
-            settings.minibatch_size,
-            self.shuffle_generator,
-        )
-
-    def _batch_statistics(
-        self, entropies: torch.Tensor, values: torch.Tensor, returns: torch.Tensor
-    ) -> dict[str, Any]:
-        """``samples``, mean ``entropy`` and ``explained_variance`` of the batch, from its
-        ``(M,)`` entropies before the step, values used by GAE and returns."""
-        return {
-            "samples": int(returns.numel()),
-            "entropy": float(entropies.mean()),
-            "explained_variance": explained_variance(values, returns),
-        }
-
-    def _episode_metrics(self, envs: VectorEnvs, finished: int) -> dict[str, Any]:
-        stats = envs.episode_stats
-        returns, lengths = list(stats.return_queue), list(stats.length_queue)
-        return {
-            "episodes": finished,
-            "episode_return_mean": float(np.mean(returns)) if returns else None,
-            "episode_length_mean": float(np.mean(lengths)) if lengths else None,
-        }
-
-    def _evaluation_due(self, total_steps: int) -> bool:
-        """After each ``eval_every`` boundary crossed by the last iteration, and at the end."""
-        every = self.config.eval_every
-        if every <= 0:
-            return False
-        previous_step = self.step - self.steps_per_iteration
-        crossed = self.step // every > previous_step // every
-        return crossed or self.step >= total_steps
-
-    def _evaluate_during_training(self, clock: _Clock) -> dict[str, Any] | None:
-        """The evaluation of this iteration, or None when a stop signal cut it short (the
-        loop then checkpoints and stops, as after any iteration)."""
-        with clock.paused():
-            try:
-                stats = self.evaluate(self.config.eval_episodes)
-            except EvaluationInterrupted as interrupted:
-                print(f"trpo: evaluation at step {self.step} skipped: {interrupted} received",
-                      file=sys.stderr, flush=True)  # fmt: skip
-                return None
-        self.last_evaluation = {"step": self.step, **stats, "time": clock.time()}
-        return self.last_evaluation
+        """Env steps per iteration of the job: ``config.steps_per_iteration`` per rank."""
+        return self.config.steps_per_iteration * self.comm.world_size
 
     def _freeze_normalization(self, envs: VectorEnvs) -> None:
         """Keep the training envs' statistics: frozen for evaluation, saved with the model."""
@@ -869,6 +514,7 @@ class TRPO:
         policy: nn.Module | None = None,
         value: nn.Module | None = None,
         restart: bool = False,
+        comm: Comm | None = None,
     ) -> TRPO:
         """Continue a run from ``run_dir/config.yaml`` and its latest checkpoint.
 
@@ -886,21 +532,35 @@ class TRPO:
             restart (bool, optional): start afresh from config.yaml even when the directory
                 holds a finished run (model.pt) without a checkpoint, which is refused
                 otherwise (default: False).
+            comm (rl.comm.Comm, optional): as for ``TRPO``: the main rank reads the run
+                directory and its checkpoint (which must come from a job of as many ranks)
+                and sends them to every rank; each restores its own envs and RNGs.
 
         Example:
             >>> agent = TRPO.resume("runs/Pendulum-v1-seed0", total_steps=200_000)  # doctest: +SKIP
             >>> agent.learn()  # doctest: +SKIP
         """
-        config, checkpoint, path = load_run(run_dir, total_steps, restart)
+        comm = comm if comm is not None else Comm()
+        loaded: Any = None
+        if comm.is_main:
+            try:
+                loaded = load_run(run_dir, total_steps, restart)
+                if loaded[1] is not None:
+                    check_world_size(loaded[1], run_dir, comm.world_size)
+            except Exception as error:  # raised on every rank: none waits for the others
+                if comm.world_size == 1:
+                    raise
+                loaded = error
+        config, checkpoint, path = comm.broadcast(loaded)
+        agent = cls(config, env_fn=env_fn, policy=policy, value=value, comm=comm)
         if checkpoint is not None:
-            check_world_size(checkpoint, run_dir, 1)
-        agent = cls(config, env_fn=env_fn, policy=policy, value=value)
-        if checkpoint is not None:
-            restore_agent(agent, checkpoint)
-            agent.resumed_from, agent._resume_state = path, checkpoint
-        agent._hold_for_resume(run_dir)
-        for repair in RunFiles(run_dir).drop_rows_after(agent.iteration, agent.step):
-            warnings.warn(repair, CheckpointWarning, stacklevel=2)
+            own = rank_checkpoint(checkpoint, comm.rank)
+            restore_agent(agent, own)
+            agent.resumed_from, agent._resume_state = path, own
+        if comm.is_main:
+            agent._hold_for_resume(run_dir)
+            for repair in RunFiles(run_dir).drop_rows_after(agent.iteration, agent.step):
+                warnings.warn(repair, CheckpointWarning, stacklevel=2)
         return agent
 
     def _hold_for_resume(self, run_dir: str | Path) -> None:

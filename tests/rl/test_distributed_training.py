@@ -115,7 +115,7 @@ def unit_worker(rank: int, world_size: int, store: str, out: str) -> None:
         )  # fmt: skip
         data_parallel = [p.detach().clone() for p in value.parameters()]
         replicated = {}
-        for dtype in (torch.float64, torch.float32):  # float32: the scripted fast path
+        for dtype in (torch.float64, torch.float32):
             value, observations, returns = value_problem()
             value, observations, returns = (
                 value.to(dtype),

@@ -17,6 +17,7 @@ import torch
 
 import rl
 import rl.checkpoint
+import rl.loop
 import rl.run_files
 from rl.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -209,7 +210,7 @@ def test_unwritable_run_dir_is_reported_before_training_starts(tmp_path, monkeyp
     """The first write of ``learn`` (config.yaml, fsynced) fails: no env is stepped."""
     monkeypatch.setattr(os, "fsync", enospc)
     stepped = []
-    monkeypatch.setattr(rl.trpo.TRPO, "_collect", lambda *args: stepped.append(1))
+    monkeypatch.setattr(rl.loop, "collect", lambda *args: stepped.append(1))
     with pytest.raises(RunDirError, match=r"cannot write config\.yaml in the run") as err:
         rl.TRPO(small_config(tmp_path / "run")).learn(progress="none")
     assert "No space left on device" in str(err.value) and not stepped

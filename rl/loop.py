@@ -1,0 +1,363 @@
+"""The training loop: one iteration of ``TRPO.learn``, top to bottom, in ``train``.
+
+Every rank of a job runs this same code and calls its ``Comm`` at the same points, so the
+ranks issue the same collectives in the same order; only the main rank writes files,
+shows progress and evaluates. One iteration::
+
+    rollout     collect(): the rank's envs, then normalization moments merged over ranks
+    (the previous iteration's value fit, if it ran beside this rollout, is resolved here)
+    update      GAE with the value function; the value fit started (in the value-fit
+                process where it can run there); one trust-region policy step
+    metrics     samples, entropy, explained variance, episodes: reduced over ranks
+    value fit   resolved now, or left running beside the next rollout when nothing reads
+                the value function before the next GAE (its row is written then)
+    evaluate    every eval_every steps (main rank)
+    checkpoint  every checkpoint_every iterations, on a stop signal and at the end
+    stop        a signal on any rank stops every rank after the iteration
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from rl.checkpoint import Checkpointer, CheckpointWarning, StopOnSignals, restore_training_state
+from rl.distributed import fit_value_data_parallel
+from rl.envs import VectorEnvs
+from rl.errors import EnvOutputError, EnvWorkerError, NonFiniteEnvError
+from rl.gae import gae
+from rl.progress import Progress, make_progress
+from rl.rollout import Rollout, RolloutCollector
+from rl.run_files import RunFiles
+from rl.surrogate import make_policy_batch, make_policy_closure
+from rl.value import fit_value
+from rl.value_process import PendingFit, ValueFitProcess, can_fit_in_process
+
+if TYPE_CHECKING:
+    from rl.trpo import TRPO
+
+__all__ = ["Clock", "train"]
+
+
+class Clock:
+    """Wall time since the start of ``learn`` and env steps/s with evaluations kept out."""
+
+    def __init__(self, start_step: int, time_offset: float = 0.0) -> None:
+        self.start = time.perf_counter()
+        self.start_step = start_step
+        self.paused_seconds = 0.0
+        self.time_offset = time_offset  # wall time of the run before this ``learn`` (resume)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        pause_start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.paused_seconds += time.perf_counter() - pause_start
+
+    def rates(self, step: int) -> dict[str, float]:
+        elapsed = self.elapsed()
+        training_seconds = max(elapsed - self.paused_seconds, 1e-9)
+        return {"fps": (step - self.start_step) / training_seconds, "time": self.time()}
+
+    def time(self) -> float:
+        """Seconds of the run so far, the part before a resume included."""
+        return self.time_offset + self.elapsed()
+
+
+def train(
+    agent: TRPO,
+    files: RunFiles | None,
+    total_steps: int,
+    progress: Progress,
+    final_evaluation: bool,
+    callback: Callable[[TRPO, dict[str, Any]], bool | None] | None,
+) -> None:
+    """Train ``agent`` until ``total_steps``; ``files`` (the main rank's run directory, if
+    any) is locked by the caller."""
+    config, comm = agent.config, agent.comm
+    display = progress if comm.is_main else make_progress("none", total_steps)
+    if files is not None:
+        files.write_config(config.to_yaml())
+    envs = agent._train_envs = agent._make_envs(config.num_envs, training=True)
+    agent._restore_normalization(envs)
+    collector = RolloutCollector(envs, agent.policy, config.steps_per_env, agent.action_generator)
+    collector.reset(seed=agent.env_seed)
+    clock = Clock(agent.step, resume_training_envs(agent, envs, collector))
+    episodes_seen = int(envs.episode_stats.episode_count)
+    checkpoints = None
+    if config.run_dir is not None:
+        checkpoints = Checkpointer(agent, config.run_dir, envs, collector, config.checkpoint_every)
+    agent.stopped_by = None
+    signals = agent._signals = StopOnSignals(active=config.run_dir is not None).install()
+    fit_process = value_fit_process(agent)
+    overlap = fit_process is not None and callback is None
+    pending: PendingFit | None = None  # a value fit running beside the next rollout
+    waiting: dict[str, Any] = {}  # ... and the metrics row that waits for its loss
+    try:
+        while agent.step < total_steps:
+            start = time.perf_counter()
+            rollout = collect(agent, collector)
+            rollout_seconds = time.perf_counter() - start
+            if pending is not None:  # the GAE of this update needs the value function
+                waiting["value_loss"] = resolve(agent, pending, waiting["iteration"])
+                pending = None
+            row, fit = update(agent, rollout, fit_process)
+            if waiting:
+                write_row(files, display, waiting)
+                waiting = {}
+            finished = int(envs.episode_stats.episode_count) - episodes_seen
+            episodes_seen += finished
+            stats = envs.episode_stats
+            row |= comm.episode_metrics(
+                finished, list(stats.return_queue), list(stats.length_queue)
+            )
+            row |= {"rollout_time": rollout_seconds}
+            last = agent.step >= total_steps
+            evaluate = evaluation_due(agent, total_steps) or (last and final_evaluation)
+            agent.stopped_by = comm.agree_to_stop(signals.signal_name)
+            save = checkpoints is not None and (checkpoints.due() or bool(agent.stopped_by))
+            if overlap and not (last or evaluate or save or agent.stopped_by):
+                # Nothing reads the value function before the next GAE: its fit runs beside
+                # the next rollout; this row is written once the fit is done.
+                row |= {"update_time": time.perf_counter() - start - rollout_seconds}
+                pending, waiting = fit, row | clock.rates(agent.step)
+                continue
+            row["value_loss"] = resolve(agent, fit, row["iteration"])
+            row |= {"update_time": time.perf_counter() - start - rollout_seconds}
+            row |= clock.rates(agent.step)
+            write_row(files, display, row)
+            if evaluate and comm.is_main:
+                evaluation = evaluate_during_training(agent, clock)
+                if evaluation is not None:
+                    if files is not None:
+                        files.append_eval(evaluation)
+                    display.evaluation(evaluation)
+            if save:
+                assert checkpoints is not None
+                checkpoints.save(clock.time())
+            if callback is not None and callback(agent, row) is False:
+                break
+            agent.stopped_by = comm.agree_to_stop(signals.signal_name)  # one in the callback?
+            if agent.stopped_by:
+                break
+        if checkpoints is not None:
+            checkpoints.save(clock.time())
+    except BaseException:
+        display.abort()
+        if pending is not None:
+            with contextlib.suppress(BaseException):
+                pending.result()
+        raise
+    finally:
+        signals.uninstall()
+        agent._signals = None
+        agent._freeze_normalization(envs)
+        envs.close()
+        agent._train_envs = None
+    if files is not None:
+        agent.save(files.model_path)
+    display.finish(agent._summary(clock.elapsed()))
+    if agent.stopped_by and files is not None:
+        print(
+            f"trpo: stopped by {agent.stopped_by} at step {agent.step} (iteration "
+            f"{agent.iteration}); checkpoint saved in {files.directory}; continue with: "
+            f"trpo train --resume {files.directory}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def resume_training_envs(agent: TRPO, envs: VectorEnvs, collector: RolloutCollector) -> float:
+    """After ``resume``: bring the fresh training envs and the RNGs to the checkpoint's
+    state (once). Returns the run's wall time before this ``learn``."""
+    if agent._resume_state is None:
+        return 0.0
+    checkpoint, agent._resume_state = agent._resume_state, None
+    diverged = restore_training_state(agent, envs, collector, checkpoint)
+    if diverged:
+        warnings.warn(
+            f"envs {diverged} did not return to their checkpointed state on replay (not "
+            "deterministic given their seed and actions): training continues from the "
+            "checkpoint, but not bit for bit",
+            CheckpointWarning,
+            stacklevel=4,
+        )
+    return float(checkpoint["progress"]["time"])
+
+
+def write_row(files: RunFiles | None, display: Progress, row: dict[str, Any]) -> None:
+    """Append ``row`` to metrics.jsonl and show it."""
+    if files is not None:
+        files.append_metrics(row)
+    display.iteration(row)
+
+
+# ------------------------------------------------------------------------- the pieces
+def collect(agent: TRPO, collector: RolloutCollector) -> Rollout:
+    """``collector.collect()``, then the normalization moments merged over the job. An env
+    fault is raised as ``rl.errors.NonFiniteEnvError`` or ``EnvWorkerError`` naming the
+    env, the step and the iteration (nothing is learned from the rollout and no
+    checkpoint is written)."""
+    started = agent.comm.start_statistics(collector.envs)
+    try:
+        rollout = collector.collect()
+    except NonFiniteEnvError as error:
+        located = error.located(
+            agent.env_name, agent.step, agent.iteration + 1, agent.config.num_envs
+        )
+        raise located from None
+    except EnvOutputError as error:
+        raise EnvOutputError(
+            f"env {agent.env_name!r}: {error} in iteration {agent.iteration + 1}, after step "
+            f"{agent.step}; nothing of that iteration was learned or saved"
+        ) from None
+    except Exception as error:
+        failure = collector.envs.worker_failure()
+        if failure is None:
+            raise
+        cause = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        raise EnvWorkerError(
+            f"env {agent.env_name!r}: {failure} ({cause}) in iteration "
+            f"{agent.iteration + 1}, after step {agent.step}; nothing of that iteration "
+            "was learned or saved"
+        ) from error
+    agent.comm.merge_statistics(started)
+    return rollout
+
+
+def update(
+    agent: TRPO, rollout: Rollout, fit_process: ValueFitProcess | None
+) -> tuple[dict[str, Any], PendingFit]:
+    """GAE, the value fit started and one trust-region policy step, on the valid slots
+    only; counts the iteration. Returns its metrics row and the value fit under way."""
+    config, device, comm = agent.config, agent.device, agent.comm
+    horizon, num_envs = rollout.rewards.shape
+    observations = rollout.observations.to(device)
+    with torch.no_grad():
+        all_values = agent.value(observations.flatten(0, 1)).view(horizon + 1, num_envs)
+    values, next_values = all_values[:-1], all_values[1:]
+    advantages, returns = gae(
+        rollout.rewards.to(device),
+        values,
+        next_values,
+        rollout.terminated.to(device),
+        rollout.truncated.to(device),
+        config.gamma,
+        config.lam,
+    )
+    valid = rollout.valid.flatten().nonzero().squeeze(1).to(device)
+    batch_observations = observations[:-1].flatten(0, 1)[valid]
+    batch_actions = rollout.actions.to(device).flatten(0, 1)[valid]
+    batch_advantages = advantages.flatten()[valid]
+    batch_returns = returns.flatten()[valid]
+    if config.normalize_advantages:
+        batch_advantages = comm.standardize(batch_advantages)
+    fit = start_value_fit(agent, batch_observations, batch_returns, fit_process)
+    batch = make_policy_batch(agent.policy, batch_observations, batch_actions, batch_advantages)
+    ggn_params = None if config.fvp == "hessian" else agent._policy_parameters
+    try:
+        result = agent.policy_optimizer.step(
+            make_policy_closure(agent.policy, batch, ggn_params), num_samples=int(valid.numel())
+        )
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            fit.result()
+        raise
+    entropies = agent.policy.distribution.entropy(batch.old_params)
+    statistics = comm.batch_statistics(entropies, values.flatten()[valid], batch_returns)
+    agent.step += agent.steps_per_iteration
+    agent.iteration += 1
+    row = {
+        "step": agent.step,
+        "iteration": agent.iteration,
+        "samples": statistics["samples"],
+        "kl": float(result.kl),
+        "entropy": statistics["entropy"],
+        "value_loss": None,
+        "explained_variance": statistics["explained_variance"],
+        "accepted": bool(result.accepted),
+        "backtracks": int(result.backtracks),
+        "step_fraction": float(result.step_fraction),
+        "surrogate_improvement": float(result.loss_before) - float(result.loss_after),
+        "expected_improvement": float(result.expected_improvement),
+        "cg_iterations": int(result.cg_iterations),
+        "cg_residual": float(result.cg_residual),
+        "reason": result.reason or None,
+    }
+    return row, fit
+
+
+# ------------------------------------------------------------------------- the value fit
+def value_fit_process(agent: TRPO) -> ValueFitProcess | None:
+    """The value-fit process, bound to the agent's value network, when
+    ``value_fit_in_background`` and the fit can run there (``can_fit_in_process``; not
+    the per-minibatch all-reduce fit of a job, whose collectives stay in this thread)."""
+    if not agent.config.value_fit_in_background or agent.comm.value_fit == "all_reduce":
+        return None
+    if not can_fit_in_process(agent.value, agent.value_optimizer):
+        return None
+    process = ValueFitProcess.shared()
+    process.bind(agent.value, agent.value_optimizer)
+    return process
+
+
+def start_value_fit(
+    agent: TRPO, observations: torch.Tensor, returns: torch.Tensor, process: ValueFitProcess | None
+) -> PendingFit:
+    """Start the iteration's value fit: in ``process`` when given, else here and now."""
+    settings, comm = agent.config.value, agent.comm
+    observations, returns, factor = comm.value_batch(observations, returns)
+    minibatch_size = settings.minibatch_size * factor
+    if process is not None:
+        return process.submit(
+            observations, returns, settings.epochs, minibatch_size, agent.shuffle_generator
+        )
+    fit = fit_value_data_parallel if comm.value_fit == "all_reduce" else fit_value
+    arguments = (agent.value, agent.value_optimizer, observations, returns, settings.epochs)
+    extra = (comm.value_group,) if comm.value_fit == "all_reduce" else ()
+    return PendingFit(fit(*arguments, minibatch_size, agent.shuffle_generator, *extra))
+
+
+def resolve(agent: TRPO, fit: PendingFit, iteration: int) -> float:
+    """Wait for iteration ``iteration``'s value fit; its loss."""
+    loss = fit.result()
+    agent.comm.check_value_in_sync(agent.value, iteration)
+    return loss
+
+
+# ------------------------------------------------------------------------- evaluation
+def evaluation_due(agent: TRPO, total_steps: int) -> bool:
+    """After each ``eval_every`` boundary crossed by the last iteration, and at the end."""
+    every = agent.config.eval_every
+    if every <= 0:
+        return False
+    previous_step = agent.step - agent.steps_per_iteration
+    crossed = agent.step // every > previous_step // every
+    return crossed or agent.step >= total_steps
+
+
+def evaluate_during_training(agent: TRPO, clock: Clock) -> dict[str, Any] | None:
+    """The evaluation of this iteration, or None when a stop signal cut it short (the
+    loop then checkpoints and stops, as after any iteration)."""
+    from rl.trpo import EvaluationInterrupted
+
+    with clock.paused():
+        try:
+            stats = agent.evaluate(agent.config.eval_episodes)
+        except EvaluationInterrupted as interrupted:
+            print(f"trpo: evaluation at step {agent.step} skipped: {interrupted} received",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            return None
+    agent.last_evaluation = {"step": agent.step, **stats, "time": clock.time()}
+    return agent.last_evaluation

@@ -1,0 +1,220 @@
+"""The value fit in a child process, beside the policy step and the next rollout.
+
+An iteration's value fit (hundreds of small Adam steps) needs nothing from the next
+rollout, which needs only the policy: run in a child process, it takes none of the
+rollout's time and no GIL. The value network's parameters and Adam's state live in shared
+memory: the child updates them in place and the training process reads them once the fit
+is done (``PendingFit.result``). What is learned is the same as ``rl.value.fit_value`` in
+the training process, bit for bit: the same autograd and ``torch.optim.Adam`` with the
+same thread count, on shuffles drawn by the training process.
+
+The child is started once per training process (with ``spawn``: it inherits no file
+descriptor, lock or thread) and kept between ``learn`` calls. It ignores SIGINT, SIGTERM
+and SIGHUP (the training process decides when to stop), and it exits when the training
+process does, even after a SIGKILL (it checks its parent every second).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+from multiprocessing import resource_tracker
+from multiprocessing.connection import Connection
+from typing import Any
+
+import torch
+import torch.multiprocessing as mp
+from torch import Tensor, nn
+
+from rl.value import fit_value, shuffled_orders
+
+__all__ = ["PendingFit", "ValueFitProcess", "can_fit_in_process"]
+
+PARENT_CHECK_SECONDS = 1.0
+
+
+def can_fit_in_process(value: nn.Module, optimizer: torch.optim.Optimizer) -> bool:
+    """Whether the fit can run in the child: CPU parameters and a ``torch.optim.Adam`` with
+    one parameter group over them (its state is made before the fit, in shared memory)."""
+    parameters = list(value.parameters())
+    return (
+        type(optimizer) is torch.optim.Adam
+        and len(optimizer.param_groups) == 1
+        and bool(parameters)
+        and all(p.device.type == "cpu" for p in parameters)
+        and {id(p) for p in optimizer.param_groups[0]["params"]} == {id(p) for p in parameters}
+    )
+
+
+class PendingFit:
+    """A value fit under way; ``result()`` waits for its last epoch's mean loss."""
+
+    def __init__(self, loss: float | None = None, process: ValueFitProcess | None = None) -> None:
+        self._loss, self._process = loss, process
+
+    def result(self) -> float:
+        if self._process is not None:
+            process, self._process = self._process, None
+            self._loss = process.receive()
+        assert self._loss is not None
+        return self._loss
+
+
+class ValueFitProcess:
+    """The child process that fits value networks (``ValueFitProcess.shared()``)."""
+
+    _shared: tuple[int, ValueFitProcess] | None = None  # (pid of the owner, process)
+
+    @classmethod
+    def shared(cls) -> ValueFitProcess:
+        """This process's child, started on first use (a forked process starts its own)."""
+        kept = cls._shared
+        if kept is None or kept[0] != os.getpid() or not kept[1]._process.is_alive():
+            kept = cls._shared = (os.getpid(), cls())
+        return kept[1]
+
+    def __init__(self) -> None:
+        context = mp.get_context("spawn")
+        self._connection, child_end = context.Pipe()
+        self._process = context.Process(
+            target=_serve,
+            args=(child_end, os.getpid(), torch.get_num_threads()),
+            name="rl-value-fit",
+            daemon=True,
+        )
+        self._process.start()
+        child_end.close()
+        # before multiprocessing's own exit handler, which would wait for a child that
+        # ignores its SIGTERM
+        atexit.register(self.close)
+        self._bound: tuple[list[object], int] | None = None
+        self._busy = False
+
+    def bind(self, value: nn.Module, optimizer: torch.optim.Adam) -> None:
+        """Fit ``value`` with ``optimizer`` from now on: both moved to shared memory (in
+        place, Adam's state made first as its first step would), sent to the child."""
+        state = [_shared_adam_state(optimizer, p) for p in value.parameters()]
+        value.share_memory()
+        # what the child holds (kept referenced here, so that no other object takes an id)
+        bound = [value, *(t for s in state for t in s.values())]
+        threads = torch.get_num_threads()
+        if self._is_bound(bound, threads):
+            return
+        hyper = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
+        self._request(("bind", value, hyper, state, threads))
+        self.receive()
+        self._bound = (bound, threads)
+
+    def _is_bound(self, bound: list[object], threads: int) -> bool:
+        kept = self._bound
+        if kept is None or kept[1] != threads or len(bound) != len(kept[0]):
+            return False
+        return all(a is b for a, b in zip(bound, kept[0], strict=True))
+
+    def submit(
+        self,
+        observations: Tensor,
+        returns: Tensor,
+        epochs: int,
+        minibatch_size: int,
+        generator: torch.Generator | None,
+    ) -> PendingFit:
+        """Start a fit of the bound network on ``(M, ...)`` observations and ``(M,)`` returns
+        (shuffles drawn here from ``generator``, as ``fit_value`` draws them)."""
+        orders = shuffled_orders(returns.shape[0], epochs, generator, returns.device)
+        stacked = torch.stack(orders) if orders else torch.empty(0, 0, dtype=torch.int64)
+        self._request(("fit", observations, returns, stacked, minibatch_size))
+        return PendingFit(process=self)
+
+    def receive(self) -> Any:
+        """The child's answer to the last request (its error raised here)."""
+        try:
+            kind, payload = self._connection.recv()
+        except (EOFError, OSError):
+            self._busy = False
+            ValueFitProcess._shared = None
+            raise RuntimeError(
+                f"the value-fit process died (exit code {self._process.exitcode})"
+            ) from None
+        self._busy = False
+        if kind == "error":
+            raise payload
+        return payload
+
+    def close(self) -> None:
+        """End the child (at exit; a fit under way is abandoned)."""
+        self._connection.close()
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(timeout=5)
+        # spawn's resource tracker, which would outlive this process by a moment
+        with contextlib.suppress(Exception):
+            resource_tracker._resource_tracker._stop()  # type: ignore[attr-defined]
+
+    def _request(self, message: tuple[Any, ...]) -> None:
+        if self._busy:
+            raise RuntimeError("a value fit is still running: call result() on it first")
+        self._connection.send(message)
+        self._busy = True
+
+
+def _shared_adam_state(optimizer: torch.optim.Adam, parameter: Tensor) -> dict[str, Tensor]:
+    """``optimizer.state[parameter]``, made as ``Adam.step`` makes it when empty (step 0,
+    zero moments), its tensors in shared memory (moved in place)."""
+    state = optimizer.state[parameter]
+    if not state:
+        group = optimizer.param_groups[0]
+        state["step"] = torch.tensor(0.0, dtype=torch.float32)
+        state["exp_avg"] = torch.zeros_like(parameter, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(parameter, memory_format=torch.preserve_format)
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = torch.zeros_like(
+                parameter, memory_format=torch.preserve_format
+            )
+    for tensor in state.values():
+        tensor.share_memory_()
+    return state
+
+
+# ------------------------------------------------------------------------- the child
+def _serve(connection: Connection, parent: int, threads: int) -> None:
+    for number in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if number is not None:
+            signal.signal(number, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+    value: nn.Module | None = None
+    optimizer: torch.optim.Adam | None = None
+    while True:
+        if not connection.poll(PARENT_CHECK_SECONDS):
+            if os.getppid() != parent:
+                return  # the training process is gone
+            continue
+        try:
+            message = connection.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            if message[0] == "bind":
+                _, value, hyper, state, threads = message
+                torch.set_num_threads(threads)
+                optimizer = torch.optim.Adam(value.parameters(), **hyper)
+                for parameter, parameter_state in zip(value.parameters(), state, strict=True):
+                    optimizer.state[parameter] = parameter_state
+                answer: Any = None
+            else:
+                _, observations, returns, orders, minibatch_size = message
+                assert value is not None and optimizer is not None
+                answer = fit_value(
+                    value, optimizer, observations, returns, len(orders), minibatch_size,
+                    orders=list(orders),
+                )  # fmt: skip
+            reply: tuple[str, Any] = ("ok", answer)
+        except Exception as error:
+            reply = ("error", error)
+        try:
+            connection.send(reply)
+        except Exception as error:  # an exception that does not pickle
+            with contextlib.suppress(Exception):
+                connection.send(("error", RuntimeError(f"{type(error).__name__}: {error}")))
