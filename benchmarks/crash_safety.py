@@ -280,13 +280,9 @@ def aim_and_kill(
 
 def inspect_run_dir(run_dir: Path) -> dict[str, Any]:
     """Read every checkpoint and the config; what resume will find."""
-    from rl.checkpoint import (
-        CHECKPOINT_FILE,
-        PREVIOUS_CHECKPOINT_FILE,
-        CheckpointError,
-        read_checkpoint,
-    )
+    from rl.checkpoint import read_checkpoint
     from rl.config import ConfigError, TRPOConfig
+    from rl.run_files import CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE, CheckpointError
 
     iterations: dict[str, int] = {}
     unreadable = []

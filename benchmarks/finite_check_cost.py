@@ -22,9 +22,10 @@ import torch
 
 import rl
 from rl.config import PolicyConfig
-from rl.envs import RefuseNonFinite, make_env_factory, make_vector_envs
+from rl.envs import make_env_factory, make_vector_envs
 from rl.policies import make_policy
 from rl.rollout import RolloutCollector
+from rl.wrappers import RefuseNonFinite
 
 
 def build_collector(env_id: str, steps_per_env: int) -> tuple[RolloutCollector, object]:

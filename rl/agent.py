@@ -29,6 +29,7 @@ from gymnasium import spaces
 from torch import nn
 
 from rl.config import TRPOConfig
+from rl.evaluation import play_episodes
 from rl.progress import ProgressMode
 from rl.trpo import TRPO
 
@@ -218,22 +219,7 @@ class TRPOAgent:
             dict: ``mean_return``, ``std_return`` and ``mean_length``.
         """
         self._check_spaces(env)
-        returns, lengths = [], []
-        for episode in range(episodes):
-            observation, _ = env.reset(seed=seed + episode)
-            total, length, done = 0.0, 0, False
-            while not done:
-                observation, reward, terminated, truncated, _ = env.step(
-                    self.act(observation, deterministic)
-                )
-                total, length, done = total + float(reward), length + 1, terminated or truncated
-            returns.append(total)
-            lengths.append(length)
-        return {
-            "mean_return": float(np.mean(returns)),
-            "std_return": float(np.std(returns)),
-            "mean_length": float(np.mean(lengths)),
-        }
+        return play_episodes(env, lambda o: self.act(o, deterministic), episodes, seed)
 
     def save(self, path: str) -> None:
         """Save the trained networks and settings (``rl.TRPO.save``'s format)."""

@@ -14,17 +14,12 @@ field and the value.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import copy
 import importlib.metadata
 import json
 import pickle
-import signal
 import sys
-import time
 import typing
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -32,39 +27,28 @@ import gymnasium as gym
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from rl.atari import ensure_registered
-from rl.checkpoint import (
-    ALL_RUN_FILES,
-    CHECKPOINT_FILE,
-    PREVIOUS_CHECKPOINT_FILE,
-    CheckpointError,
-    CheckpointWarning,
-    UnsafeCheckpointError,
-    load_plain_file,
-)
-from rl.comm import Comm
+from rl.cli_train import UsageError, train_command
 from rl.config import (
     ConfigError,
     TRPOConfig,
-    merge_dicts,
-    parse_overrides,
-    read_config_file,
 )
 from rl.errors import RunDirLockedError, TrainingError
-from rl.presets import Preset, all_presets, find_preset, similar_presets
-from rl.progress import Progress, ProgressMode, make_progress
-from rl.run_files import CONFIG_FILE, METRICS_FILE, MODEL_FILE
-from rl.tensorboard import TENSORBOARD_HINT, TensorBoardProgress, tensorboard_available
-from rl.trpo import MODEL_FORMAT, TRPO
+from rl.presets import all_presets, find_preset, similar_presets
+from rl.run_files import (
+    CHECKPOINT_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    PREVIOUS_CHECKPOINT_FILE,
+    CheckpointError,
+    UnsafeCheckpointError,
+    load_plain_file,
+)
+from rl.state import MODEL_FORMAT
+from rl.trpo import TRPO
 
 __all__ = ["main"]
 
-CONFIG_SUFFIXES = (".yaml", ".yml", ".toml", ".json")
 USAGE_ERROR = 2
-
-
-class UsageError(Exception):
-    """A bad argument or config value: printed as one line, exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -140,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also log metrics to RUN_DIR/tensorboard (needs: pip install tensorboard)",
     )
-    train.set_defaults(handler=_train)
+    train.set_defaults(handler=train_command)
 
     evaluate = commands.add_parser("eval", help="evaluate the final model of a run")
     evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run directory from trpo train")
@@ -264,240 +248,6 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------- train
-def _train(args: argparse.Namespace, make_comm: Callable[[], Comm] = Comm) -> int:
-    """``trpo train``; ``rl.train`` runs it with ``make_comm=DistributedComm``."""
-    if args.resume is not None:
-        return _resume(args, make_comm())
-    if args.restart:
-        raise UsageError("--restart goes with --resume RUN_DIR")
-    if args.target is None:
-        raise UsageError("ENV_ID_OR_CONFIG_FILE is required (or --resume RUN_DIR)")
-    config, preset, overridden = _resolve_train_config(args)
-    agent = _make_agent(config, make_comm())
-    if not args.quiet:
-        if preset is not None:
-            print(_describe_preset(preset, overridden), flush=True)
-        elif config.env_id is not None and similar_presets(config.env_id):
-            names = " or ".join(similar_presets(config.env_id))
-            print(f"trpo: no preset for {config.env_id}, plain defaults apply (a preset exists "
-                  f"for {names}: trpo presets)", flush=True)  # fmt: skip
-        print(
-            f"trpo: training {config.env_id} for {config.total_steps} steps, "
-            f"seed {config.seed}, run dir {config.run_dir}",
-            flush=True,
-        )
-    return _run_training(agent, args.quiet, args.tensorboard)
-
-
-def _run_training(agent: TRPO, quiet: bool, tensorboard: bool = False) -> int:
-    """``learn`` to the end; 128 + the signal number if SIGINT/SIGTERM stopped it."""
-    try:
-        agent.learn(progress=_progress(agent, quiet, tensorboard), final_evaluation=True)
-    except KeyboardInterrupt:
-        run_dir = agent.config.run_dir
-        if (Path(run_dir) / CHECKPOINT_FILE).exists():
-            print(
-                f"trpo train: interrupted; continue from the last checkpoint with: "
-                f"trpo train --resume {run_dir}",
-                file=sys.stderr,
-            )
-            return 130
-        raise
-    except RunDirLockedError:
-        raise
-    except (TrainingError, OSError, MemoryError) as error:
-        raise TrainingError(_with_resume_hint(error, agent.config.run_dir)) from error
-    finally:
-        agent.close()
-    if agent.stopped_by is not None:
-        return 128 + signal.Signals[agent.stopped_by].value
-    return 0
-
-
-def _with_resume_hint(error: BaseException, run_dir: str) -> str:
-    """The error's first line, and how to continue when the run directory can resume."""
-    lines = str(error).strip().splitlines()
-    message = lines[0] if lines else type(error).__name__
-    if not (Path(run_dir) / CONFIG_FILE).is_file():
-        return message
-    has_checkpoint = any(
-        (Path(run_dir) / name).is_file() for name in (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE)
-    )
-    kept = "its last checkpoint is intact" if has_checkpoint else "it has no checkpoint yet"
-    hint = f"once the cause is fixed, continue with: trpo train --resume {run_dir}"
-    return f"{message}; {kept}: {hint}"
-
-
-def _progress(agent: TRPO, quiet: bool, tensorboard: bool) -> ProgressMode | Progress:
-    """The display of ``learn``; wrapped to also log to RUN_DIR/tensorboard if asked."""
-    mode: ProgressMode = "quiet" if quiet else "auto"
-    if not tensorboard:
-        return mode
-    if not tensorboard_available():
-        raise UsageError(f"--tensorboard: {TENSORBOARD_HINT}")
-    log_dir = Path(agent.config.run_dir) / "tensorboard"
-    return TensorBoardProgress(make_progress(mode, agent.config.total_steps), log_dir)
-
-
-def _resume(args: argparse.Namespace, comm: Comm) -> int:
-    """``trpo train --resume RUN_DIR``: continue from config.yaml and the latest checkpoint."""
-    given = {
-        "ENV_ID_OR_CONFIG_FILE": args.target,
-        "--seed": args.seed,
-        "--num-envs": args.num_envs,
-        "--run-dir": args.run_dir,
-        "--set": args.set,
-    }
-    extra = [name for name, value in given.items() if value]
-    if extra:
-        raise UsageError(
-            f"--resume continues a run from its own config.yaml: {', '.join(extra)} cannot "
-            "be given with it (only --total-steps, --restart and --quiet)"
-        )
-    run_dir = args.resume
-    with _checkpoint_warnings_as_lines():
-        try:
-            agent = TRPO.resume(
-                run_dir, total_steps=args.total_steps, restart=args.restart, comm=comm
-            )
-        except CheckpointError as error:
-            raise UsageError(f"--resume {run_dir!r}: {error}") from None
-        config = agent.config
-        if agent.resumed_from is None:
-            print(f"trpo: no checkpoint in {run_dir}: starting afresh from its config.yaml")
-        elif agent.step >= config.total_steps:
-            agent.close()
-            print(
-                f"trpo: the run in {run_dir} is finished ({agent.step} of {config.total_steps} "
-                "steps); nothing to do (--total-steps N trains it longer)"
-            )
-            return 0
-        elif not args.quiet:
-            print(
-                f"trpo: resuming {config.env_id} in {run_dir} from step {agent.step} "
-                f"(iteration {agent.iteration}) to {config.total_steps} steps",
-                flush=True,
-            )
-        return _run_training(agent, args.quiet, args.tensorboard)
-
-
-@contextlib.contextmanager
-def _checkpoint_warnings_as_lines() -> Iterator[None]:
-    """Show each CheckpointWarning as one ``trpo train: warning: ...`` line on stderr."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", CheckpointWarning)
-        show_other = warnings.showwarning
-
-        def show(message, category, *args, **kwargs):  # type: ignore[no-untyped-def]
-            if issubclass(category, CheckpointWarning):
-                print(f"trpo train: warning: {message}", file=sys.stderr, flush=True)
-            else:
-                show_other(message, category, *args, **kwargs)
-
-        warnings.showwarning = show
-        yield
-
-
-def _resolve_train_config(
-    args: argparse.Namespace,
-) -> tuple[TRPOConfig, Preset | None, list[str]]:
-    """Preset of the env ← config file ← --set ← flags.
-
-    Returns:
-        (config, the preset applied or None, the preset's settings that were overridden)
-    """
-    target = Path(args.target)
-    from_file = target.suffix.lower() in CONFIG_SUFFIXES or target.is_file()
-    file_data = read_config_file(target) if from_file else {"env_id": args.target}
-    flags = {
-        "total_steps": args.total_steps,
-        "seed": args.seed,
-        "num_envs": args.num_envs,
-        "run_dir": args.run_dir,
-    }
-    overrides = merge_dicts(
-        parse_overrides(args.set), {k: v for k, v in flags.items() if v is not None}
-    )
-    data = merge_dicts(file_data, overrides)
-    env_id = data.get("env_id")
-    if not isinstance(env_id, str) or not env_id:
-        raise UsageError(f"env_id = {env_id!r}: a gymnasium env id is required")
-    _check_env_id(env_id)
-    preset = find_preset(env_id)
-    settings = copy.deepcopy(preset.config) if preset is not None else {}
-    config = TRPOConfig.from_dict(merge_dicts(settings, data))
-    if config.run_dir is None:
-        config = config.with_overrides({"run_dir": _default_run_dir(env_id, config.seed)})
-    held = [name for name in ALL_RUN_FILES if (Path(config.run_dir) / name).exists()]
-    if held:  # any of them: a run whose metrics.jsonl was deleted is still a run
-        raise UsageError(
-            f"run_dir = {config.run_dir!r} already holds a run ({', '.join(held)}); choose "
-            "another, or continue it with: trpo train --resume " + str(config.run_dir)
-        )
-    if Path(config.run_dir).exists() and not Path(config.run_dir).is_dir():
-        raise UsageError(f"run_dir = {config.run_dir!r} is a file, not a directory")
-    overridden = sorted(set(_dotted(settings)) & set(_dotted(data)))
-    return config, preset, overridden
-
-
-def _dotted(data: dict[str, typing.Any], prefix: str = "") -> dict[str, typing.Any]:
-    """``{"value": {"epochs": 20}}`` -> ``{"value.epochs": 20}``."""
-    flat: dict[str, typing.Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value:
-            flat.update(_dotted(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _describe_preset(preset: Preset, overridden: list[str]) -> str:
-    """Two lines: which preset applies and from where, then its settings."""
-    settings = " ".join(f"{key}={value}" for key, value in _dotted(preset.config).items())
-    changed = f"; overridden here: {', '.join(overridden)}" if overridden else ""
-    return (
-        f"trpo: preset {preset.env_id} (rl/presets/{preset.file}; source: {preset.source})\n"
-        f"      {settings}{changed}"
-    )
-
-
-def _check_env_id(env_id: str) -> None:
-    try:
-        ensure_registered(env_id)
-        gym.spec(env_id)
-    except gym.error.Error as error:
-        message = str(error).strip().splitlines()[0]
-        raise UsageError(f"env_id = {env_id!r}: {message}") from None
-
-
-def _default_run_dir(env_id: str, seed: int) -> str:
-    """``runs/ENV-seedS-STAMP``, created here: mkdir is atomic, so runs started in the same
-    second (a parallel sweep) get a directory each (``-2``, ``-3``, ... when taken)."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path("runs") / f"{env_id.replace('/', '_')}-seed{seed}-{stamp}"
-    base.parent.mkdir(parents=True, exist_ok=True)
-    candidate, suffix = base, 1
-    while True:
-        try:
-            candidate.mkdir()
-            return str(candidate)
-        except FileExistsError:
-            suffix += 1
-            candidate = base.with_name(f"{base.name}-{suffix}")
-
-
-def _make_agent(config: TRPOConfig, comm: Comm) -> TRPO:
-    try:
-        return TRPO(config, comm=comm)
-    except Exception as error:  # whatever the env's constructor raises (KeyError, assert, ...)
-        if isinstance(error, (TrainingError, ConfigError)):
-            raise
-        text = str(error).strip()
-        message = f"{type(error).__name__}: {text.splitlines()[0]}" if text else repr(error)
-        raise UsageError(
-            f"cannot build the agent for env_id = {config.env_id!r} "
-            f"(env_kwargs = {config.env_kwargs!r}): {message}"
-        ) from None
 
 
 # --------------------------------------------------------------------------------- eval

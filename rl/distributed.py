@@ -168,7 +168,9 @@ def fit_value_data_parallel(
         for j, share in enumerate(own_shares):
             index = order[j * minibatch_size : (j + 1) * minibatch_size]
             if index.numel():
-                gradients, loss = minibatch_gradients(value, observations[index], returns[index])
+                gradients, loss = minibatch_gradients(
+                    value, parameters, observations[index], returns[index]
+                )
                 parts = [
                     torch.zeros_like(p) if g is None else g
                     for g, p in zip(gradients, parameters, strict=True)
@@ -184,7 +186,7 @@ def fit_value_data_parallel(
             for parameter in parameters:
                 views.append(flat[offset : offset + parameter.numel()].view_as(parameter))
                 offset += parameter.numel()
-            apply_gradients(value, optimizer, views)
+            apply_gradients(optimizer, parameters, views)
             losses.append(flat[-1].clone())
     return undo.finish(losses)
 

@@ -114,3 +114,9 @@ class EnvOutputError(TrainingError):
 
 class EvaluationInterrupted(Exception):
     """A stop signal arrived during an evaluation inside ``learn``."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (its type's name when it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -14,6 +14,14 @@ shows progress and evaluates. One iteration::
     evaluate    every eval_every steps (main rank)
     checkpoint  every checkpoint_every iterations, on a stop signal and at the end
     stop        a signal on any rank stops every rank after the iteration
+
+Each iteration's metrics row (one line of metrics.jsonl): step, iteration, samples (valid
+slots learned from), episodes (finished this iteration), episode_return_mean and
+episode_length_mean (raw env returns over the last ``episode_window`` episodes), kl,
+entropy (before the step), value_loss (last epoch), explained_variance (of the values used
+by GAE), accepted, backtracks, step_fraction, surrogate_improvement, expected_improvement,
+cg_iterations, cg_residual, reason (why a step was rejected), rollout_time, update_time,
+fps (env steps/s, evaluations excluded) and time (seconds since ``learn`` began).
 """
 
 from __future__ import annotations
@@ -23,24 +31,26 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from rl.checkpoint import Checkpointer, CheckpointWarning, StopOnSignals, restore_training_state
+from rl.checkpoint import Checkpointer, CheckpointWarning, restore_training_state
 from rl.distributed import fit_value_data_parallel
 from rl.envs import VectorEnvs
-from rl.errors import EnvOutputError, EnvWorkerError, NonFiniteEnvError
+from rl.errors import EnvOutputError, EnvWorkerError, EvaluationInterrupted, NonFiniteEnvError
 from rl.gae import gae
 from rl.progress import Progress, make_progress
 from rl.rollout import Rollout, RolloutCollector
 from rl.run_files import RunFiles
+from rl.signals import StopOnSignals
 from rl.surrogate import make_policy_batch, make_policy_closure
 from rl.value import fit_value
 from rl.value_process import PendingFit, ValueFitProcess, can_fit_in_process
+from rl.wrappers import FrozenObservationNormalizer, restore_reward_statistics, reward_statistics
 
-if TYPE_CHECKING:
-    from rl.trpo import TRPO
+# The agent the loop trains: an rl.trpo.TRPO (not imported: rl.trpo imports this module).
+TRPO = Any
 
 __all__ = ["Clock", "train"]
 
@@ -90,14 +100,14 @@ def train(
     if files is not None:
         files.write_config(config.to_yaml())
     envs = agent._train_envs = agent._make_envs(config.num_envs, training=True)
-    agent._restore_normalization(envs)
+    restore_normalization(agent, envs)
     collector = RolloutCollector(envs, agent.policy, config.steps_per_env, agent.action_generator)
     collector.reset(seed=agent.env_seed)
     clock = Clock(agent.step, resume_training_envs(agent, envs, collector))
     episodes_seen = int(envs.episode_stats.episode_count)
     checkpoints = None
     if config.run_dir is not None:
-        checkpoints = Checkpointer(agent, config.run_dir, envs, collector, config.checkpoint_every)
+        checkpoints = Checkpointer(config, agent.state, comm, config.run_dir, envs, collector)
     agent.stopped_by = None
     signals = agent._signals = StopOnSignals(active=config.run_dir is not None).install()
     fit_process = value_fit_process(agent)
@@ -113,6 +123,7 @@ def train(
                 waiting["value_loss"] = resolve(agent, pending, waiting["iteration"])
                 pending = None
             row, fit = update(agent, rollout, fit_process)
+            row |= {"rollout_time": rollout_seconds, "update_time": None}  # (filled below)
             if waiting:
                 write_row(files, display, waiting)
                 waiting = {}
@@ -122,7 +133,6 @@ def train(
             row |= comm.episode_metrics(
                 finished, list(stats.return_queue), list(stats.length_queue)
             )
-            row |= {"rollout_time": rollout_seconds}
             last = agent.step >= total_steps
             evaluate = evaluation_due(agent, total_steps) or (last and final_evaluation)
             agent.stopped_by = comm.agree_to_stop(signals.signal_name)
@@ -130,11 +140,11 @@ def train(
             if overlap and not (last or evaluate or save or agent.stopped_by):
                 # Nothing reads the value function before the next GAE: its fit runs beside
                 # the next rollout; this row is written once the fit is done.
-                row |= {"update_time": time.perf_counter() - start - rollout_seconds}
+                row["update_time"] = time.perf_counter() - start - rollout_seconds
                 pending, waiting = fit, row | clock.rates(agent.step)
                 continue
             row["value_loss"] = resolve(agent, fit, row["iteration"])
-            row |= {"update_time": time.perf_counter() - start - rollout_seconds}
+            row["update_time"] = time.perf_counter() - start - rollout_seconds
             row |= clock.rates(agent.step)
             write_row(files, display, row)
             if evaluate and comm.is_main:
@@ -162,12 +172,12 @@ def train(
     finally:
         signals.uninstall()
         agent._signals = None
-        agent._freeze_normalization(envs)
+        freeze_normalization(agent, envs)
         envs.close()
         agent._train_envs = None
     if files is not None:
         agent.save(files.model_path)
-    display.finish(agent._summary(clock.elapsed()))
+    display.finish(summary(agent, clock.elapsed()))
     if agent.stopped_by and files is not None:
         print(
             f"trpo: stopped by {agent.stopped_by} at step {agent.step} (iteration "
@@ -184,7 +194,7 @@ def resume_training_envs(agent: TRPO, envs: VectorEnvs, collector: RolloutCollec
     if agent._resume_state is None:
         return 0.0
     checkpoint, agent._resume_state = agent._resume_state, None
-    diverged = restore_training_state(agent, envs, collector, checkpoint)
+    diverged = restore_training_state(agent.state, envs, collector, checkpoint)
     if diverged:
         warnings.warn(
             f"envs {diverged} did not return to their checkpointed state on replay (not "
@@ -194,6 +204,32 @@ def resume_training_envs(agent: TRPO, envs: VectorEnvs, collector: RolloutCollec
             stacklevel=4,
         )
     return float(checkpoint["progress"]["time"])
+
+
+def freeze_normalization(agent: TRPO, envs: VectorEnvs) -> None:
+    """Keep the training envs' statistics: frozen for evaluation, saved with the model."""
+    if envs.obs_normalizer is not None:
+        agent.obs_normalizer = FrozenObservationNormalizer.from_wrapper(envs.obs_normalizer)
+    if envs.reward_normalizer is not None:
+        agent.reward_statistics = reward_statistics(envs.reward_normalizer)
+
+
+def restore_normalization(agent: TRPO, envs: VectorEnvs) -> None:
+    """A later ``learn`` (or one after ``load``) continues from the kept statistics."""
+    if envs.obs_normalizer is not None and agent.obs_normalizer is not None:
+        agent.obs_normalizer.restore_into(envs.obs_normalizer)
+    if envs.reward_normalizer is not None and agent.reward_statistics is not None:
+        restore_reward_statistics(envs.reward_normalizer, agent.reward_statistics)
+
+
+def summary(agent: TRPO, seconds: float) -> dict[str, Any]:
+    """The line ``learn`` ends with: steps, iterations, seconds, the last evaluation."""
+    done: dict[str, Any] = {"steps": agent.step, "iterations": agent.iteration}
+    done["seconds"] = round(seconds, 1)
+    if agent.last_evaluation is not None:
+        done["eval_mean_return"] = agent.last_evaluation["mean_return"]
+        done["eval_std_return"] = agent.last_evaluation["std_return"]
+    return done
 
 
 def write_row(files: RunFiles | None, display: Progress, row: dict[str, Any]) -> None:
@@ -300,16 +336,14 @@ def update(
 
 # ------------------------------------------------------------------------- the value fit
 def value_fit_process(agent: TRPO) -> ValueFitProcess | None:
-    """The value-fit process, bound to the agent's value network, when
+    """The value-fit process (started if need be, not waited for) when
     ``value_fit_in_background`` and the fit can run there (``can_fit_in_process``; not
     the per-minibatch all-reduce fit of a job, whose collectives stay in this thread)."""
     if not agent.config.value_fit_in_background or agent.comm.value_fit == "all_reduce":
         return None
     if not can_fit_in_process(agent.value, agent.value_optimizer):
         return None
-    process = ValueFitProcess.shared()
-    process.bind(agent.value, agent.value_optimizer)
-    return process
+    return ValueFitProcess.shared()  # started now; used once ready (start_value_fit)
 
 
 def start_value_fit(
@@ -319,7 +353,8 @@ def start_value_fit(
     settings, comm = agent.config.value, agent.comm
     observations, returns, factor = comm.value_batch(observations, returns)
     minibatch_size = settings.minibatch_size * factor
-    if process is not None:
+    if process is not None and process.ready():  # until then the fit runs here
+        process.bind(agent.value, agent.value_optimizer)
         return process.submit(
             observations, returns, settings.epochs, minibatch_size, agent.shuffle_generator
         )
@@ -350,8 +385,6 @@ def evaluation_due(agent: TRPO, total_steps: int) -> bool:
 def evaluate_during_training(agent: TRPO, clock: Clock) -> dict[str, Any] | None:
     """The evaluation of this iteration, or None when a stop signal cut it short (the
     loop then checkpoints and stops, as after any iteration)."""
-    from rl.trpo import EvaluationInterrupted
-
     with clock.paused():
         try:
             stats = agent.evaluate(agent.config.eval_episodes)

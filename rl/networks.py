@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ACTIVATIONS", "mlp"]
+__all__ = ["ACTIVATIONS", "check_device_available", "mlp"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
@@ -106,3 +106,24 @@ def _linear(in_features: int, out_features: int, ortho_init: bool, gain: float) 
         nn.init.orthogonal_(layer.weight, gain=gain)
         nn.init.zeros_(layer.bias)
     return layer
+
+
+def check_device_available(device: torch.device) -> None:
+    """ValueError (``device = ...``, one line) when this machine cannot run on ``device``:
+    a CUDA device without a GPU or a CUDA build, a GPU index beyond those visible, or MPS
+    off Apple silicon."""
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = "a CPU-only build" if torch.version.cuda is None else "no GPU visible"
+            raise ValueError(
+                f"device = {str(device)!r}: this torch ({torch.__version__}) has {build}; use "
+                "device=cpu (trpo eval/export --device cpu, or device in the run's config.yaml)"
+            )
+        if device.index is not None and device.index >= count:
+            raise ValueError(
+                f"device = {str(device)!r}: only {count} GPU(s) visible (cuda:0 to "
+                f"cuda:{count - 1})"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device = {str(device)!r}: MPS is not available on this machine")

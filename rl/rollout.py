@@ -22,10 +22,11 @@ import torch
 from gymnasium.vector import AutoresetMode
 from torch import Tensor
 
-from rl.envs import VectorEnvs, raise_first_non_finite
+from rl.envs import VectorEnvs
 from rl.errors import NonFiniteEnvError
 from rl.networks import fast_forward
 from rl.policies import Policy
+from rl.wrappers import raise_first_non_finite
 
 __all__ = ["FiniteCheck", "Rollout", "RolloutCollector"]
 

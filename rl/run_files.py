@@ -6,22 +6,35 @@ import contextlib
 import json
 import math
 import os
+import pickle
+import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from rl.errors import RunDirError
+from rl.errors import RunDirError, first_line
 
 __all__ = [
+    "ALL_RUN_FILES",
+    "CHECKPOINT_FILE",
+    "CHECKPOINT_FORMAT",
     "CONFIG_FILE",
     "EVALS_FILE",
     "METRICS_FILE",
     "MODEL_FILE",
+    "PREVIOUS_CHECKPOINT_FILE",
+    "CheckpointError",
     "RunFiles",
+    "UnsafeCheckpointError",
+    "atomic_torch_save",
     "atomic_write_text",
     "json_line",
+    "load_plain_file",
+    "remove_stale_temporaries",
 ]
 
 CONFIG_FILE = "config.yaml"
@@ -144,3 +157,169 @@ class RunFiles:
             f"{name}: dropped {len(unreadable)} unreadable line(s) (not UTF-8 or not JSON: "
             f"line {lines}); kept the {len(kept)} intact row(s) up to the checkpoint"
         )
+
+
+# ----------------------------------------------------- checkpoint and model files, safe loading
+
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+PREVIOUS_CHECKPOINT_FILE = "checkpoint.prev.pt"
+
+
+CHECKPOINT_FORMAT = "rl.trpo.checkpoint/1"
+
+
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, EVALS_FILE)  # rewritten atomically by rl.run_files
+
+
+# Every file a run writes: a directory holding any of them holds a run.
+ALL_RUN_FILES = (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE, MODEL_FILE, *RUN_FILES)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or that does not fit the run it is loaded into."""
+
+
+class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
+    """A file that holds more than plain data, e.g. built to run code on load: refused
+    without running anything."""
+
+
+def atomic_torch_save(state: Any, path: str | Path, previous: str | Path | None = None) -> None:
+    """``torch.save`` to a temporary file beside ``path``, fsync it, then rename it over
+    ``path``; with ``previous``, the file ``path`` held is first kept as ``previous``.
+
+    A crash (even SIGKILL or power loss after the final fsync) at any point leaves ``path``
+    holding either the old file or the new one, complete, and ``previous`` (if asked for)
+    an older complete one; at worst a ``.NAME.*.tmp`` file is left behind (see
+    ``remove_stale_temporaries``). An error (e.g. ENOSPC) removes the temporary file and
+    re-raises, leaving ``path`` and ``previous`` as they were or ``previous`` updated.
+    """
+    path = Path(path)
+    descriptor, temporary = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
+    )
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            torch.save(state, file)
+            file.flush()
+            os.fsync(file.fileno())
+        if previous is not None and path.exists():
+            _keep_as_previous(path, Path(previous))
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _keep_as_previous(path: Path, previous: Path) -> None:
+    """Make ``previous`` name the file ``path`` names, with ``path`` named all along: a hard
+    link under a temporary name renamed over ``previous``. Where hard links are refused
+    (some network and FAT file systems), ``path`` is renamed to ``previous``: until the new
+    file is renamed in, only ``previous`` exists, which ``latest_checkpoint`` falls back to.
+    """
+    link = previous.with_name(f".{previous.name}.{os.getpid()}.link.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(link)
+    try:
+        os.link(path, link)
+    except OSError:
+        os.replace(path, previous)
+        return
+    try:
+        os.replace(link, previous)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(link)
+        raise
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporary files that writes killed midway left in ``directory``
+    (``.checkpoint.pt.PID.*.tmp``, ``.config.yaml.PID.tmp`` and the like); returns them.
+
+    Every temporary name carries its writer's process id: only those of processes that no
+    longer exist are deleted, so processes writing into one run directory together (the
+    ranks of a distributed run) keep theirs.
+    """
+    names = ALL_RUN_FILES
+    stale = [
+        path
+        for name in names
+        for path in Path(directory).glob(f".{name}.*.tmp")
+        if path.is_file() and not _writer_alive(path.name[len(name) + 2 :].split(".")[0])
+    ]
+    for path in stale:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    return stale
+
+
+def _writer_alive(pid: str) -> bool:
+    """Whether the process ``pid`` (text from a temporary name) exists; True when unsure."""
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, as another user's
+        return True
+    return True
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the renames durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def load_plain_file(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True)`` onto the CPU, its failures as one-line
+    CheckpointErrors: unreadable, holding anything but plain data (a file built to run code
+    on load is refused, and nothing in it runs), truncated or corrupt."""
+    path = Path(path)
+    try:
+        file = open(path, "rb")  # noqa: SIM115 - closed below; errors here are not corruption
+    except OSError as error:
+        raise CheckpointError(f"cannot read {str(path)!r}: {error.strerror or error}") from None
+    with file:
+        if not zipfile.is_zipfile(file):  # torch.save writes zip archives; this is not one
+            raise CheckpointError(
+                f"{str(path)!r} is truncated or corrupt: not a whole file written by torch.save"
+            )
+        file.seek(0)
+        try:
+            return torch.load(file, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            raise UnsafeCheckpointError(
+                f"{str(path)!r} holds objects other than tensors, numbers and strings; refused: "
+                f"Weights only load failed ({_unpickler_reason(error)}); rl loads files with "
+                "weights_only=True and never runs code from them"
+            ) from None
+        except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
+            raise CheckpointError(
+                f"{str(path)!r} is truncated or corrupt: {first_line(error)}"
+            ) from None
+
+
+def _unpickler_reason(error: pickle.UnpicklingError) -> str:
+    """torch's one-sentence reason (``Unsupported global: GLOBAL os.system ...``) without
+    its advice to load the file unsafely."""
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        return text.split(marker, 1)[1].strip().split(". ")[0]
+    return first_line(error)

@@ -25,7 +25,8 @@ from collections.abc import Iterator, Sequence
 
 import torch.distributed as dist
 
-from rl.cli import USAGE_ERROR, _train, build_parser, run_command
+from rl.cli import USAGE_ERROR, build_parser, run_command
+from rl.cli_train import train_command
 from rl.distributed import DistributedComm, init_process_group_from_env, launched_by_torchrun
 
 __all__ = ["main"]
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = 1
     try:
         rank, world_size = dist.get_rank(), dist.get_world_size()
-        args.handler = functools.partial(_train, make_comm=DistributedComm)
+        args.handler = functools.partial(train_command, make_comm=DistributedComm)
         if rank != 0:  # rank 0 speaks for the job
             args.quiet, args.tensorboard = True, False
         with _stdout_silenced(rank != 0):

@@ -1,20 +1,8 @@
 """TRPO (Schulman et al., 2015) on gymnasium vector envs, built on TrustRegionOptimizer.
 
-One iteration, top to bottom (``rl.loop.train``)::
-
-    rollout  = collector.collect()                       (T, N) slots, reset slots masked
-    values   = V(observations[:-1]), V(observations[1:])  one batched forward
-    adv, ret = gae(rewards, values, next_values, terminated, truncated, γ, λ)
-    policy   : TrustRegionOptimizer.step(closure)         closure from rl.surrogate
-    value    : minibatch Adam on (observations, ret)
-
-Each iteration's metrics row (one line of metrics.jsonl): step, iteration, samples (valid
-slots learned from), episodes (finished this iteration), episode_return_mean and
-episode_length_mean (raw env returns over the last ``episode_window`` episodes), kl,
-entropy (before the step), value_loss (last epoch), explained_variance (of the values used
-by GAE), accepted, backtracks, step_fraction, surrogate_improvement, expected_improvement,
-cg_iterations, cg_residual, reason (why a step was rejected), rollout_time, update_time,
-fps (env steps/s, evaluations excluded) and time (seconds since ``learn`` began).
+``TRPO`` builds the networks, optimizers and envs of a run from its config, trains with
+``rl.loop.train`` (one iteration, top to bottom, and the metrics rows it writes are
+described there), acts, evaluates, and saves, loads and resumes runs.
 
 Example:
     >>> import rl
@@ -37,69 +25,46 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from rl.checkpoint import (
-    CHECKPOINT_FORMAT,
-    CheckpointError,
-    CheckpointWarning,
-    RecordingFactory,
-    StopOnSignals,
-    atomic_torch_save,
-    check_world_size,
-    load_plain_file,
-    load_run,
-    rank_checkpoint,
-    restore_agent,
-)
+from rl.checkpoint import CheckpointWarning, load_run_of_job, rank_checkpoint
 from rl.cnn import is_image_space, make_image_policy, make_image_value
 from rl.comm import Comm, rank_seed
 from rl.config import TRPOConfig
 from rl.envs import (
     EnvFactory,
-    FrozenObservationNormalizer,
     VectorEnvs,
     flatten_observations,
     make_env_factory,
     make_vector_envs,
     raw_observation_space,
-    restore_reward_statistics,
-    reward_statistics,
 )
-from rl.errors import EvaluationInterrupted
+from rl.evaluation import play_vector_episodes
 from rl.loop import train
+from rl.networks import check_device_available
 from rl.policies import Policy, make_distribution, make_policy
 from rl.progress import Progress, ProgressMode, make_progress
-from rl.run_files import RunFiles
+from rl.replay import RecordingFactory
+from rl.run_files import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    RunFiles,
+    atomic_torch_save,
+    load_plain_file,
+)
 from rl.run_lock import acquire_run_dir, hold_run_dir, release_run_dir
+from rl.signals import StopOnSignals
+from rl.state import MODEL_FORMAT, InState, TrainingState
 from rl.value import ValueNetwork, make_value
+from rl.wrappers import FrozenObservationNormalizer
 from trust_region import TrustRegionOptimizer
 
 __all__ = ["TRPO"]
 
-MODEL_FORMAT = "rl.trpo.model/1"
 EVAL_SEED_OFFSET = 1_000_000  # evaluation envs are seeded apart from training envs
 MAX_EVAL_ENVS = 16
 DEFAULT_EVAL_STEP_CAP = 10_000  # evaluation episodes of envs without a time limit
-
-
-def check_device_available(device: torch.device) -> None:
-    """ValueError (``device = ...``, one line) when this machine cannot run on ``device``:
-    a CUDA device without a GPU or a CUDA build, a GPU index beyond those visible, or MPS
-    off Apple silicon."""
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            build = "a CPU-only build" if torch.version.cuda is None else "no GPU visible"
-            raise ValueError(
-                f"device = {str(device)!r}: this torch ({torch.__version__}) has {build}; use "
-                "device=cpu (trpo eval/export --device cpu, or device in the run's config.yaml)"
-            )
-        if device.index is not None and device.index >= count:
-            raise ValueError(
-                f"device = {str(device)!r}: only {count} GPU(s) visible (cuda:0 to "
-                f"cuda:{count - 1})"
-            )
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device = {str(device)!r}: MPS is not available on this machine")
+# the TRPOConfig fields that are TrustRegionOptimizer's arguments of the same name
+TRUST_REGION_FIELDS = ("max_kl", "damping", "cg_iters", "backtrack_iters", "backtrack_coeff",
+                       "accept_ratio", "fvp", "fvp_subsample", "step_scaling")  # fmt: skip
 
 
 class TRPO:
@@ -132,6 +97,19 @@ class TRPO:
         >>> agent.learn(progress="none").predict(np.zeros(4, np.float32))  # doctest: +SKIP
         array(0)
     """
+
+    # What learning changes, kept in ``self.state`` (rl.state.TrainingState).
+    policy = InState()
+    value = InState()
+    policy_optimizer = InState()
+    value_optimizer = InState()
+    action_generator = InState()
+    shuffle_generator = InState()
+    step = InState()
+    iteration = InState()
+    obs_normalizer = InState()
+    reward_statistics = InState()
+    last_evaluation = InState()
 
     def __init__(
         self,
@@ -169,42 +147,30 @@ class TRPO:
         self.observation_dim = int(np.prod(self.observation_space.shape))
 
         torch.manual_seed(config.seed)
-        self.policy = self._build_policy(policy).to(self.device)
-        self.value = self._build_value(value).to(self.device)
-        self.policy_optimizer = TrustRegionOptimizer(
-            self.policy.parameters(),
-            max_kl=config.max_kl,
-            damping=config.damping,
-            cg_iters=config.cg_iters,
-            backtrack_iters=config.backtrack_iters,
-            backtrack_coeff=config.backtrack_coeff,
-            accept_ratio=config.accept_ratio,
-            fvp=config.fvp,
-            fvp_subsample=config.fvp_subsample,
-            step_scaling=config.step_scaling,
-            process_group=comm.group,
+        policy = self._build_policy(policy).to(self.device)
+        value = self._build_value(value).to(self.device)
+        settings = {name: getattr(config, name) for name in TRUST_REGION_FIELDS}
+        policy_optimizer = TrustRegionOptimizer(
+            policy.parameters(), **settings, process_group=comm.group
         )
-        self._policy_parameters = [
-            p for group in self.policy_optimizer.param_groups for p in group["params"]
-        ]
-        self.value_optimizer = torch.optim.Adam(
-            self.value.parameters(), lr=config.value.learning_rate
-        )
+        self._policy_parameters = [p for g in policy_optimizer.param_groups for p in g["params"]]
+        value_optimizer = torch.optim.Adam(value.parameters(), lr=config.value.learning_rate)
         # Rank r of a job: its envs and actions seeded with rank_seed(seed, r) (rank 0's is
         # seed); a replicated value fit shuffles the job's batch alike on every rank.
         self.env_seed = rank_seed(config.seed, comm.rank)  # sub-env i first reset with +i
-        self.action_generator = torch.Generator(device=self.device).manual_seed(self.env_seed)
         shuffle_seed = config.seed if comm.value_fit in ("local", "replicate") else self.env_seed
-        self.shuffle_generator = torch.Generator().manual_seed(shuffle_seed + 1)
+        self.state = TrainingState(
+            policy,
+            value,
+            policy_optimizer,
+            value_optimizer,
+            torch.Generator(device=self.device).manual_seed(self.env_seed),
+            torch.Generator().manual_seed(shuffle_seed + 1),
+        )
         if comm.world_size > 1:
             comm.device = self.device
-            comm.broadcast_parameters(self.value)
+            comm.broadcast_parameters(value)
 
-        self.step = 0
-        self.iteration = 0
-        self.obs_normalizer: FrozenObservationNormalizer | None = None
-        self.reward_statistics: dict[str, float] | None = None
-        self.last_evaluation: dict[str, Any] | None = None
         self.resumed_from: Path | None = None  # the checkpoint ``resume`` loaded
         self._resume_hold: Path | None = None  # run_dir locked by ``resume`` until ``learn`` ends
         self._signals: StopOnSignals | None = None  # while ``learn`` runs: its stop signals
@@ -215,18 +181,16 @@ class TRPO:
 
     # ----------------------------------------------------------------------------- building
     def _build_policy(self, policy: nn.Module | None) -> Policy:
-        if policy is None and is_image_space(self.raw_observation_space):
+        config, space = self.config, self.raw_observation_space
+        if policy is None and is_image_space(space):
             return make_image_policy(
-                self.raw_observation_space,
-                self.action_space,
-                self.config.policy,
-                self.config.normalize_observations,
+                space, self.action_space, config.policy, config.normalize_observations
             )
         if policy is None:
-            return make_policy(self.observation_dim, self.action_space, self.config.policy)
+            return make_policy(self.observation_dim, self.action_space, config.policy)
         if isinstance(policy, Policy):
             return policy
-        return Policy(policy, make_distribution(self.action_space, self.config.policy.log_std_init))
+        return Policy(policy, make_distribution(self.action_space, config.policy.log_std_init))
 
     def _build_value(self, value: nn.Module | None) -> nn.Module:
         if value is None and is_image_space(self.raw_observation_space):
@@ -275,15 +239,8 @@ class TRPO:
             callback (callable, optional): ``callback(agent, row)`` after each iteration
                 (and its evaluation, if any); returning ``False`` stops training there.
 
-        With ``config.value_fit_in_background`` (the default) and a value fit that can run in
-        the value-fit process (``rl.value_process``: a network on CPU under Adam), an
-        iteration's value fit runs there beside the policy step and the next
-        rollout, which needs only the policy; the next GAE waits for it. What is learned is
-        the same, bit for bit. The iteration's metrics row then reaches metrics.jsonl and
-        the progress display once its fit is done, after that rollout. An iteration that
-        evaluates, saves a checkpoint, stops or ends training waits for its fit instead, and
-        so does every iteration when a ``callback`` is given (it sees the agent with the
-        fit done).
+        One iteration is ``rl.loop.train``'s (where the value fit runs, and when a row is
+        written, is said there).
 
         Returns:
             TRPO: ``self``, trained.
@@ -308,28 +265,6 @@ class TRPO:
     def steps_per_iteration(self) -> int:
         """Env steps per iteration of the job: ``config.steps_per_iteration`` per rank."""
         return self.config.steps_per_iteration * self.comm.world_size
-
-    def _freeze_normalization(self, envs: VectorEnvs) -> None:
-        """Keep the training envs' statistics: frozen for evaluation, saved with the model."""
-        if envs.obs_normalizer is not None:
-            self.obs_normalizer = FrozenObservationNormalizer.from_wrapper(envs.obs_normalizer)
-        if envs.reward_normalizer is not None:
-            self.reward_statistics = reward_statistics(envs.reward_normalizer)
-
-    def _restore_normalization(self, envs: VectorEnvs) -> None:
-        """A later ``learn`` (or one after ``load``) continues from the kept statistics."""
-        if envs.obs_normalizer is not None and self.obs_normalizer is not None:
-            self.obs_normalizer.restore_into(envs.obs_normalizer)
-        if envs.reward_normalizer is not None and self.reward_statistics is not None:
-            restore_reward_statistics(envs.reward_normalizer, self.reward_statistics)
-
-    def _summary(self, seconds: float) -> dict[str, Any]:
-        summary: dict[str, Any] = {"steps": self.step, "iterations": self.iteration}
-        summary["seconds"] = round(seconds, 1)
-        if self.last_evaluation is not None:
-            summary["eval_mean_return"] = self.last_evaluation["mean_return"]
-            summary["eval_std_return"] = self.last_evaluation["std_return"]
-        return summary
 
     # ----------------------------------------------------------------------------- acting
     def _current_obs_normalizer(self) -> FrozenObservationNormalizer | None:
@@ -383,20 +318,15 @@ class TRPO:
             self.close_eval_envs()
             self._eval_envs = self._make_envs(num_envs, training=False)
         normalizer = self._current_obs_normalizer()
-        returns: list[float] = []
-        lengths: list[int] = []
-        for first in range(0, episodes, num_envs):
-            round_returns, round_lengths = self._evaluation_round(
-                self._eval_envs, normalizer, deterministic, seed + first
-            )
-            keep = min(num_envs, episodes - first)
-            returns += round_returns[:keep].tolist()
-            lengths += round_lengths[:keep].tolist()
-        return {
-            "mean_return": float(np.mean(returns)),
-            "std_return": float(np.std(returns)),
-            "mean_length": float(np.mean(lengths)),
-        }
+        signals = self._signals
+        return play_vector_episodes(
+            self._eval_envs.env,
+            lambda observations: self._act(observations, normalizer, deterministic),
+            episodes,
+            seed,
+            self.eval_step_cap,
+            lambda: signals.signal_name if signals is not None else None,
+        )
 
     @property
     def eval_step_cap(self) -> int:
@@ -404,46 +334,11 @@ class TRPO:
         else the env's time limit, else 10,000."""
         return self.config.eval_max_episode_steps or self._episode_limit or DEFAULT_EVAL_STEP_CAP
 
-    def _evaluation_round(
-        self,
-        envs: VectorEnvs,
-        normalizer: FrozenObservationNormalizer | None,
-        deterministic: bool,
-        seed: int,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """One episode per env: accumulate until every env has finished its first episode."""
-        observations, _ = envs.env.reset(seed=seed)
-        returns = np.zeros(envs.num_envs)
-        lengths = np.zeros(envs.num_envs, dtype=np.int64)
-        running = np.ones(envs.num_envs, dtype=bool)
-        cap = self.eval_step_cap
-        for _ in range(cap):
-            if not running.any():
-                break
-            if self._signals is not None and self._signals.signal_name:
-                raise EvaluationInterrupted(self._signals.signal_name)
-            actions = self._act(np.asarray(observations), normalizer, deterministic)
-            observations, rewards, terminated, truncated, _ = envs.env.step(actions)
-            returns += np.where(running, rewards, 0.0)
-            lengths += running
-            running &= ~(terminated | truncated)
-        return returns, lengths
-
     # ----------------------------------------------------------------------------- files
     def state_dict(self) -> dict[str, Any]:
-        """Plain tensors, numbers and strings only (loadable with ``weights_only=True``)."""
-        return {
-            "format": MODEL_FORMAT,
-            "config": self.config.model_dump(mode="json"),
-            "step": self.step,
-            "iteration": self.iteration,
-            "policy": self.policy.state_dict(),
-            "value": self.value.state_dict(),
-            "obs_normalizer": None
-            if self.obs_normalizer is None
-            else self.obs_normalizer.state_dict(),
-            "reward_statistics": self.reward_statistics,
-        }
+        """The model file's content (``save``): networks, counters, frozen statistics and
+        the config; plain tensors, numbers and strings only (``weights_only=True``)."""
+        return self.state.model_dict(self.config.model_dump(mode="json"))
 
     def save(self, path: str | Path) -> None:
         """Save the trained agent (networks, frozen normalization statistics, config),
@@ -465,7 +360,7 @@ class TRPO:
         A checkpoint (``checkpoint.pt``) loads too, as the model it holds.
 
         Raises:
-            rl.checkpoint.CheckpointError: (a ValueError) the file is unreadable, truncated,
+            rl.run_files.CheckpointError: (a ValueError) the file is unreadable, truncated,
                 holds anything but plain data (a file built to run code is refused), is no
                 rl model, or its networks or statistics do not fit the env and networks.
             rl.config.ConfigError: the config stored in the file is invalid.
@@ -479,31 +374,9 @@ class TRPO:
         if device is not None:
             config = config.with_overrides({"device": device})
         agent = cls(config, env_fn=env_fn, policy=policy, value=value)
-        agent._load_model_state(state, path)
+        where = f"in {str(path)!r}"
+        agent.state.load_model_dict(state, where, config.env_id, agent.observation_dim)
         return agent
-
-    def _load_model_state(self, state: dict[str, Any], path: str | Path) -> None:
-        """Networks, counters and frozen statistics of a ``state_dict()``, checked to fit."""
-        try:
-            self.policy.load_state_dict(state["policy"])
-            self.value.load_state_dict(state["value"])
-        except RuntimeError as error:
-            first_line = str(error).strip().splitlines()[0]
-            raise CheckpointError(
-                f"the networks in {str(path)!r} do not fit env {self.config.env_id!r} and the "
-                f"networks built for it: {first_line}"
-            ) from None
-        self.step, self.iteration = int(state["step"]), int(state["iteration"])
-        if state["obs_normalizer"] is not None:
-            normalizer = FrozenObservationNormalizer.from_state_dict(state["obs_normalizer"])
-            if normalizer.mean.shape != (self.observation_dim,):
-                raise CheckpointError(
-                    f"the observation statistics in {str(path)!r} have shape "
-                    f"{tuple(normalizer.mean.shape)}, env {self.config.env_id!r} has "
-                    f"{self.observation_dim}-dimensional observations"
-                )
-            self.obs_normalizer = normalizer
-        self.reward_statistics = state["reward_statistics"]
 
     @classmethod
     def resume(
@@ -522,7 +395,7 @@ class TRPO:
         ``rl.checkpoint``). Rows of metrics.jsonl and evals.jsonl written after the
         checkpoint are dropped now, so that each iteration appears once. Without a
         checkpoint the agent starts afresh from config.yaml (``resumed_from`` is None) and
-        all rows are dropped. Raises ``rl.checkpoint.CheckpointError`` if no checkpoint can
+        all rows are dropped. Raises ``rl.run_files.CheckpointError`` if no checkpoint can
         be read or the checkpoint is for another env or network architecture.
 
         Args:
@@ -541,32 +414,18 @@ class TRPO:
             >>> agent.learn()  # doctest: +SKIP
         """
         comm = comm if comm is not None else Comm()
-        loaded: Any = None
-        if comm.is_main:
-            try:
-                loaded = load_run(run_dir, total_steps, restart)
-                if loaded[1] is not None:
-                    check_world_size(loaded[1], run_dir, comm.world_size)
-            except Exception as error:  # raised on every rank: none waits for the others
-                if comm.world_size == 1:
-                    raise
-                loaded = error
-        config, checkpoint, path = comm.broadcast(loaded)
+        config, checkpoint, path = load_run_of_job(run_dir, total_steps, restart, comm)
         agent = cls(config, env_fn=env_fn, policy=policy, value=value, comm=comm)
         if checkpoint is not None:
             own = rank_checkpoint(checkpoint, comm.rank)
-            restore_agent(agent, own)
+            agent.state.load_state_dict(own, config.env_id, agent.observation_dim)
             agent.resumed_from, agent._resume_state = path, own
         if comm.is_main:
-            agent._hold_for_resume(run_dir)
+            acquire_run_dir(run_dir)  # from now (rows rewritten) until ``learn`` ends
+            agent._resume_hold = Path(run_dir)
             for repair in RunFiles(run_dir).drop_rows_after(agent.iteration, agent.step):
                 warnings.warn(repair, CheckpointWarning, stacklevel=2)
         return agent
-
-    def _hold_for_resume(self, run_dir: str | Path) -> None:
-        """Lock ``run_dir`` from ``resume`` (which rewrites its rows) until ``learn`` ends."""
-        acquire_run_dir(run_dir)
-        self._resume_hold = Path(run_dir)
 
     def _release_resume_hold(self) -> None:
         hold, self._resume_hold = self._resume_hold, None

@@ -45,24 +45,23 @@ def shuffled_orders(
 
 
 def minibatch_gradients(
-    value: nn.Module, observations: Tensor, returns: Tensor
+    value: nn.Module, parameters: list[Tensor], observations: Tensor, returns: Tensor
 ) -> tuple[list[Tensor | None], Tensor]:
-    """The gradient of ``mean((V(x) − y)²)`` per trainable parameter (None where unused)
-    and the loss."""
-    parameters = [p for p in value.parameters() if p.requires_grad]
+    """The gradient of ``mean((V(x) − y)²)`` with respect to each of ``parameters`` (None
+    where unused) and the loss."""
     loss = (value(observations) - returns).pow(2).mean()
     return list(torch.autograd.grad(loss, parameters, allow_unused=True)), loss.detach()
 
 
 def apply_gradients(
-    value: nn.Module, optimizer: torch.optim.Optimizer, gradients: list[Tensor | None]
+    optimizer: torch.optim.Optimizer, parameters: list[Tensor], gradients: list[Tensor | None]
 ) -> None:
-    """``optimizer.step()`` with ``gradients`` (one per trainable parameter)."""
-    parameters = [p for p in value.parameters() if p.requires_grad]
+    """``optimizer.step()`` with ``gradients``, one per tensor of ``parameters``."""
     for parameter, gradient in zip(parameters, gradients, strict=True):
         parameter.grad = gradient
     optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    for parameter in parameters:
+        parameter.grad = None
 
 
 def fit_value(
@@ -99,6 +98,7 @@ def fit_value(
         float: the mean minibatch loss of the last epoch; NaN if the fit was undone.
     """
     undo = Snapshot(value, optimizer)
+    parameters = [p for p in value.parameters() if p.requires_grad]
     num_samples = returns.shape[0]
     losses: list[Tensor] = []
     for epoch in range(epochs):
@@ -112,8 +112,9 @@ def fit_value(
             # a fresh gather per minibatch (not slices of one shuffled copy): BLAS results
             # can depend on the alignment of their inputs
             index = order[start : start + minibatch_size]
-            gradients, loss = minibatch_gradients(value, observations[index], returns[index])
-            apply_gradients(value, optimizer, gradients)
+            batch = (observations[index], returns[index])
+            gradients, loss = minibatch_gradients(value, parameters, *batch)
+            apply_gradients(optimizer, parameters, gradients)
             losses.append(loss)
     return undo.finish(losses)
 

@@ -20,6 +20,8 @@ import atexit
 import contextlib
 import os
 import signal
+import threading
+from collections.abc import Iterator
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from typing import Any
@@ -84,17 +86,33 @@ class ValueFitProcess:
             name="rl-value-fit",
             daemon=True,
         )
-        self._process.start()
+        with _stop_signals_held():
+            self._process.start()
         child_end.close()
         # before multiprocessing's own exit handler, which would wait for a child that
         # ignores its SIGTERM
         atexit.register(self.close)
         self._bound: tuple[list[object], int] | None = None
         self._busy = False
+        self._started = False  # the child has said it is ready (it imports torch first)
+
+    def ready(self) -> bool:
+        """Whether the child has started (never waits for it: ``rl.loop`` fits in the
+        training process until then, with the same numbers)."""
+        if not self._started and self._connection.poll(0):
+            self._wait_started()
+        return self._started
+
+    def _wait_started(self) -> None:
+        if not self._started:
+            self._busy = True
+            self.receive()  # the child's "ready"
+            self._started = True
 
     def bind(self, value: nn.Module, optimizer: torch.optim.Adam) -> None:
         """Fit ``value`` with ``optimizer`` from now on: both moved to shared memory (in
         place, Adam's state made first as its first step would), sent to the child."""
+        self._wait_started()
         state = [_shared_adam_state(optimizer, p) for p in value.parameters()]
         value.share_memory()
         # what the child holds (kept referenced here, so that no other object takes an id)
@@ -123,6 +141,7 @@ class ValueFitProcess:
     ) -> PendingFit:
         """Start a fit of the bound network on ``(M, ...)`` observations and ``(M,)`` returns
         (shuffles drawn here from ``generator``, as ``fit_value`` draws them)."""
+        self._wait_started()
         orders = shuffled_orders(returns.shape[0], epochs, generator, returns.device)
         stacked = torch.stack(orders) if orders else torch.empty(0, 0, dtype=torch.int64)
         self._request(("fit", observations, returns, stacked, minibatch_size))
@@ -178,12 +197,44 @@ def _shared_adam_state(optimizer: torch.optim.Adam, parameter: Tensor) -> dict[s
     return state
 
 
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+@contextlib.contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """While the child starts: the stop signals blocked here (delivered when this ends) and
+    ignored, which the child inherits through exec, so that it ignores them from its
+    first instruction (a Ctrl-C to the process group while it imports torch included)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    previous = {number: signal.signal(number, signal.SIG_IGN) for number in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
 # ------------------------------------------------------------------------- the child
+def _warm_up() -> None:
+    """One tiny fit, so that what torch imports on first use (about a second) is done
+    before the child says it is ready."""
+    value = nn.Sequential(nn.Linear(2, 2), nn.Tanh(), nn.Linear(2, 1))
+    optimizer = torch.optim.Adam(value.parameters())
+    fit_value(value, optimizer, torch.zeros(4, 2), torch.zeros(4, 1), 1, 2)
+
+
 def _serve(connection: Connection, parent: int, threads: int) -> None:
-    for number in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-        if number is not None:
-            signal.signal(number, signal.SIG_IGN)
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
     torch.set_num_threads(threads)
+    _warm_up()
+    connection.send(("ok", "ready"))
     value: nn.Module | None = None
     optimizer: torch.optim.Adam | None = None
     while True:

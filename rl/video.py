@@ -22,11 +22,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from gymnasium.wrappers import RecordVideo
 
 from rl.atari import make_gym_env
 from rl.envs import quiet_mujoco_deprecations
+from rl.evaluation import play_episodes
 
 if TYPE_CHECKING:
     from rl.trpo import TRPO
@@ -108,12 +108,10 @@ def record_video(
     before = set(video_dir.glob("*.mp4")) if video_dir.is_dir() else set()
     prefix = config.env_id.replace("/", "_")
     env = RecordVideo(env, str(video_dir), episode_trigger=lambda _: True, name_prefix=prefix)
-    returns, lengths = [], []
     try:
-        for episode in range(episodes):
-            episode_return, length = _play_episode(env, agent, deterministic, seed + episode)
-            returns.append(episode_return)
-            lengths.append(length)
+        played = play_episodes(
+            env, lambda o: agent.predict(o, deterministic=deterministic), episodes, seed
+        )
     except Exception as error:
         if type(error).__module__.startswith("mujoco") and "OpenGL" in str(error):
             raise RuntimeError(OPENGL_HINT) from error  # mujoco.FatalError: no GL context
@@ -121,23 +119,4 @@ def record_video(
     finally:
         env.close()
     videos = sorted(set(video_dir.glob("*.mp4")) - before)
-    return {
-        "mean_return": float(np.mean(returns)),
-        "std_return": float(np.std(returns)),
-        "mean_length": float(np.mean(lengths)),
-        "videos": [str(path) for path in videos],
-    }
-
-
-def _play_episode(
-    env: RecordVideo, agent: TRPO, deterministic: bool, seed: int
-) -> tuple[float, int]:
-    observation, _ = env.reset(seed=seed)
-    episode_return, length, done = 0.0, 0, False
-    while not done:
-        action = agent.predict(observation, deterministic=deterministic)
-        observation, reward, terminated, truncated, _ = env.step(action)
-        episode_return += float(reward)
-        length += 1
-        done = bool(terminated or truncated)
-    return episode_return, length
+    return {**played, "videos": [str(path) for path in videos]}

@@ -16,8 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tests.conftest import rows
+
 DATA = Path(__file__).parent / "data" / "golden_rows.json"
-TIMING_KEYS = {"fps", "time", "rollout_time", "update_time"}
 CASES: dict[str, list[str]] = {
     "cartpole": ["CartPole-v1", "--seed", "3", "--total-steps", "{steps}",
                  "--set", "steps_per_iteration=512"],
@@ -32,11 +33,6 @@ CASES: dict[str, list[str]] = {
 }  # fmt: skip
 ITERATIONS = {"cartpole": 8, "pendulum-normalized": 8, "halfcheetah": 20}
 PER_RANK_STEPS = 512
-
-
-def read_rows(run_dir: Path, name: str = "metrics.jsonl") -> list[dict]:
-    lines = (Path(run_dir) / name).read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
 
 
 def run_case(case: str, world_size: int, run_dir: Path) -> dict[str, list[dict]]:
@@ -55,8 +51,8 @@ def run_case(case: str, world_size: int, run_dir: Path) -> dict[str, list[dict]]
     subprocess.run(command, check=True, env=env, capture_output=True, timeout=600)
     evals = run_dir / "evals.jsonl"
     return {
-        "metrics": read_rows(run_dir),
-        "evals": read_rows(run_dir, "evals.jsonl") if evals.exists() else [],
+        "metrics": rows(run_dir),
+        "evals": rows(run_dir, "evals.jsonl") if evals.exists() else [],
     }
 
 

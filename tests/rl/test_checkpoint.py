@@ -18,23 +18,11 @@ import yaml
 
 import rl
 import rl.checkpoint
-from rl.checkpoint import (
-    CHECKPOINT_FORMAT,
-    CheckpointError,
-    CheckpointWarning,
-    latest_checkpoint,
-    read_checkpoint,
-    restore_agent,
-    write_checkpoint,
-)
+import rl.run_files
+from rl.checkpoint import CheckpointWarning, latest_checkpoint, read_checkpoint, write_checkpoint
 from rl.cli import main
-
-TIMING_KEYS = {"fps", "time", "rollout_time", "update_time"}
-
-
-def rows(run_dir, name="metrics.jsonl"):
-    lines = (Path(run_dir) / name).read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
+from rl.run_files import CHECKPOINT_FORMAT, CheckpointError
+from tests.conftest import rows
 
 
 def small_config(run_dir, **overrides):
@@ -134,7 +122,7 @@ def test_failed_write_keeps_the_checkpoints_there(finished_run, monkeypatch):
         file.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(rl.checkpoint.torch, "save", fails_halfway)
+    monkeypatch.setattr(rl.run_files.torch, "save", fails_halfway)
     with pytest.raises(OSError, match="disk full"):
         write_checkpoint({"format": CHECKPOINT_FORMAT}, finished_run)
     assert (finished_run / "checkpoint.pt").read_bytes() == before
@@ -171,8 +159,8 @@ def test_checkpoint_of_another_env_or_architecture_is_refused(finished_run, chan
 def test_checkpoint_into_an_agent_of_another_shape_is_refused(finished_run, tmp_path_factory):
     state = read_checkpoint(finished_run / "checkpoint.pt")
     other = rl.TRPO(small_config(tmp_path_factory.mktemp("other"), policy={"hidden_sizes": (4,)}))
-    with pytest.raises(CheckpointError, match="networks do not fit"):
-        restore_agent(other, state)
+    with pytest.raises(CheckpointError, match="networks of the checkpoint do not fit"):
+        other.state.load_state_dict(state, other.config.env_id, other.observation_dim)
 
 
 def test_changed_hyperparameter_resumes_with_a_warning(finished_run):

@@ -21,7 +21,7 @@ from gymnasium.wrappers.utils import RunningMeanStd
 from torch import nn
 
 import rl
-from rl.checkpoint import CheckpointError, read_checkpoint
+from rl.checkpoint import read_checkpoint
 from rl.cli import main as trpo_main
 from rl.distributed import (
     RunningMoments,
@@ -31,8 +31,9 @@ from rl.distributed import (
     minibatch_shares,
     rank_seed,
 )
+from rl.run_files import CheckpointError
+from tests.conftest import rows
 
-TIMING_KEYS = {"fps", "time", "rollout_time", "update_time"}
 SHARDS = (37, 45)  # unequal: the ranks' parts of the last minibatches differ, one is empty
 MINIBATCH, EPOCHS = 8, 3
 TRAIN_ARGS = ["CartPole-v1", "--seed", "4", "--set", "steps_per_iteration=256", "--quiet"]
@@ -42,11 +43,6 @@ EVALUATING = [
     "normalize_observations=true", "--set", "normalize_rewards=true", "--quiet",
 ]  # fmt: skip
 PER_RANK_STEPS = 256
-
-
-def rows(run_dir: Path) -> list[dict]:
-    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
 
 
 def spawn(worker, world_size: int, directory: Path, *args) -> None:

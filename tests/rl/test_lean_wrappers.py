@@ -13,11 +13,11 @@ from gymnasium.wrappers.vector import (
     RecordEpisodeStatistics,
 )
 
-from rl.envs import (
+from rl.envs import LeanSyncVectorEnv
+from rl.wrappers import (
     LeanNormalizeObservation,
     LeanNormalizeReward,
     LeanRecordEpisodeStatistics,
-    LeanSyncVectorEnv,
     update_running_moments,
 )
 

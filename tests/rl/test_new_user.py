@@ -62,7 +62,7 @@ def test_trpo_agent_loads_what_it_saved_and_acts_the_same(tmp_path) -> None:
     observations = [env.reset(seed=seed)[0] for seed in range(20)]
     assert [agent.act(o) for o in observations] == [loaded.act(o) for o in observations]
     assert (loaded.state_dim, loaded.action_dim, loaded.discrete) == (4, 2, True)
-    with pytest.raises(ValueError, match="do not fit"):  # rl.checkpoint.CheckpointError
+    with pytest.raises(ValueError, match="do not fit"):  # rl.run_files.CheckpointError
         TRPOAgent.load(str(tmp_path / "agent.pt"), gym.make("MountainCar-v0"))
 
 

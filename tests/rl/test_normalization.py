@@ -13,9 +13,10 @@ from toy_envs import CounterEnv
 
 import rl
 from rl.config import PolicyConfig
-from rl.envs import FrozenObservationNormalizer, make_env_factory, make_vector_envs
+from rl.envs import make_env_factory, make_vector_envs
 from rl.policies import make_policy
 from rl.rollout import RolloutCollector
+from rl.wrappers import FrozenObservationNormalizer
 
 
 def collect(normalize_observations, steps=12, num_envs=2):

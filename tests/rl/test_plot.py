@@ -126,7 +126,7 @@ def test_tensorboard_logs_alongside_metrics(tmp_path):
 
 
 def test_tensorboard_missing_is_a_one_line_error_naming_the_package(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("rl.cli.tensorboard_available", lambda: False)
+    monkeypatch.setattr("rl.cli_train.tensorboard_available", lambda: False)
     code = main(
         ["train", "CartPole-v1", "--total-steps", "256", "--run-dir", str(tmp_path / "r"),
          "--set", "steps_per_iteration=256", "--quiet", "--tensorboard"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import json
 import multiprocessing
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -20,13 +19,7 @@ import rl.loop
 from rl.checkpoint import read_checkpoint
 from rl.cli import main
 from rl.errors import EnvWorkerError, NonFiniteEnvError
-
-TIMING_KEYS = {"fps", "time", "rollout_time", "update_time"}
-
-
-def rows(run_dir, name="metrics.jsonl"):
-    lines = (Path(run_dir) / name).read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
+from tests.conftest import TIMING_KEYS, rows
 
 
 def parameters(agent):

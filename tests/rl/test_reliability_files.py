@@ -5,12 +5,10 @@ a full or read-only disk: a clear error, and never a corrupted checkpoint."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,22 +17,12 @@ import rl
 import rl.checkpoint
 import rl.loop
 import rl.run_files
-from rl.checkpoint import (
-    CHECKPOINT_FORMAT,
-    CheckpointError,
-    UnsafeCheckpointError,
-    read_checkpoint,
-)
+from rl.checkpoint import read_checkpoint
 from rl.cli import main
 from rl.config import ConfigError
 from rl.errors import CheckpointWriteError, RunDirError
-
-TIMING_KEYS = {"fps", "time", "rollout_time", "update_time"}
-
-
-def rows(run_dir, name="metrics.jsonl"):
-    lines = (Path(run_dir) / name).read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
+from rl.run_files import CHECKPOINT_FORMAT, CheckpointError, UnsafeCheckpointError
+from tests.conftest import rows
 
 
 def small_config(run_dir, **overrides):
@@ -282,7 +270,7 @@ def test_disk_full_during_a_checkpoint_keeps_the_checkpoints_and_resume_works(
     rl.TRPO(small_config(run_dir, total_steps=384)).learn(progress="none")
     agent = rl.TRPO.resume(run_dir, total_steps=512)
     if function == "save":
-        monkeypatch.setattr(rl.checkpoint.torch, "save", half_written_then_enospc)
+        monkeypatch.setattr(rl.run_files.torch, "save", half_written_then_enospc)
     else:
         fail_during_checkpoint(monkeypatch, 4, function, failing)
     with pytest.raises(CheckpointWriteError) as error:

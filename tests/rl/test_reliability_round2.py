@@ -18,6 +18,7 @@ import torch
 
 import rl
 import rl.cli
+import rl.cli_train
 import rl.errors
 import rl.rollout
 from rl.checkpoint import read_checkpoint
@@ -203,9 +204,9 @@ def test_a_resume_while_the_run_is_in_use_is_refused_and_drops_no_row(run_copy, 
 
 def test_default_run_dirs_started_in_the_same_second_are_distinct(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(rl.cli.time, "strftime", lambda _: "20261127-000000")
-    first = rl.cli._default_run_dir("CartPole-v1", 0)
-    second = rl.cli._default_run_dir("CartPole-v1", 0)
+    monkeypatch.setattr(rl.cli_train.time, "strftime", lambda _: "20261127-000000")
+    first = rl.cli_train._default_run_dir("CartPole-v1", 0)
+    second = rl.cli_train._default_run_dir("CartPole-v1", 0)
     assert first != second and Path(first).is_dir() and Path(second).is_dir()
     assert second == f"{first}-2"
 
@@ -306,7 +307,7 @@ def test_the_first_signal_during_an_endless_evaluation_stops_with_a_checkpoint(t
 def test_the_episode_recorder_is_bounded_and_an_outgrown_episode_is_not_replayed(
     monkeypatch,
 ) -> None:
-    from rl.checkpoint import EpisodeRecorder
+    from rl.replay import EpisodeRecorder
 
     monkeypatch.setattr(EpisodeRecorder, "MAX_REPLAY_ACTIONS", 5)
     env = EpisodeRecorder(gym.make("Pendulum-v1", max_episode_steps=-1))

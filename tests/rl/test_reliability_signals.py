@@ -4,7 +4,6 @@ to a single process is in test_checkpoint.py.)"""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,20 +14,16 @@ from pathlib import Path
 import pytest
 
 import rl.checkpoint
+import rl.run_files
 from rl.checkpoint import read_checkpoint
 from rl.cli import main
+from tests.conftest import rows
 
-TIMING_KEYS = {"fps", "time", "rollout_time", "update_time"}
 TRAIN_ARGS = [
     "CartPole-v1", "--seed", "4", "--num-envs", "2", "--set", "steps_per_iteration=256",
     "--set", "policy.hidden_sizes=[8]", "--set", "value.hidden_sizes=[8]",
     "--set", "value.epochs=1", "--set", "eval_episodes=1", "--quiet",
 ]  # fmt: skip
-
-
-def rows(run_dir, name="metrics.jsonl"):
-    lines = (Path(run_dir) / name).read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
 
 
 def start_training(run_dir, *extra):
@@ -102,7 +97,7 @@ def test_second_sigint_during_a_checkpoint_write_keeps_the_last_checkpoint(
     """Two Ctrl-C while the checkpoint of iteration 3 is half written: the first asks for a
     stop after the iteration, the second interrupts the write at once. The temporary file
     goes, checkpoint.pt stays iteration 2, and the CLI says how to resume."""
-    real_save = rl.checkpoint.torch.save
+    real_save = rl.run_files.torch.save
 
     def interrupted_save(state, file):
         if isinstance(state, dict) and state.get("progress", {}).get("iteration") == 3:
@@ -111,7 +106,7 @@ def test_second_sigint_during_a_checkpoint_write_keeps_the_last_checkpoint(
             os.kill(os.getpid(), signal.SIGINT)
         return real_save(state, file)
 
-    monkeypatch.setattr(rl.checkpoint.torch, "save", interrupted_save)
+    monkeypatch.setattr(rl.run_files.torch, "save", interrupted_save)
     run_dir = tmp_path / "run"
     args = ["train", *TRAIN_ARGS, "--total-steps", "1536", "--run-dir", str(run_dir)]
     assert main([*args, "--set", "checkpoint_every=1"]) == 130

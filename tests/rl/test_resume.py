@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -15,25 +14,13 @@ import torch
 from toy_envs import CounterEnv
 
 import rl
-from rl.checkpoint import (
-    CheckpointWarning,
-    EpisodeRecorder,
-    RecordingFactory,
-    capture_env_state,
-    read_checkpoint,
-    restore_env_state,
-)
+from rl.checkpoint import CheckpointWarning, read_checkpoint
 from rl.config import PolicyConfig
 from rl.envs import make_env_factory, make_vector_envs
 from rl.policies import make_policy
+from rl.replay import EpisodeRecorder, RecordingFactory, capture_env_state, restore_env_state
 from rl.rollout import RolloutCollector
-
-TIMING_KEYS = {"fps", "time", "rollout_time", "update_time"}
-
-
-def rows(run_dir, name="metrics.jsonl"):
-    lines = (Path(run_dir) / name).read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
+from tests.conftest import rows
 
 
 # ------------------------------------------------------------------- env state alone

@@ -5,8 +5,7 @@ from __future__ import annotations
 from toy_envs import CounterEnv
 
 import rl
-
-TIMING_KEYS = {"fps", "time", "rollout_time", "update_time"}
+from tests.conftest import TIMING_KEYS
 
 
 def run_rows(seed=5, **overrides):

@@ -1,18 +1,11 @@
 """The value fit in the value-fit process gives bit for bit the rows of the serial update."""
 
-import json
 from pathlib import Path
 
 import pytest
 
 import rl
-
-IGNORED = {"time", "fps", "rollout_time", "update_time"}
-
-
-def rows(run_dir: Path) -> list[dict]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in IGNORED} for line in lines]
+from tests.conftest import rows
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])

@@ -1,0 +1,329 @@
+"""Exact resume of the training envs: each sub-env records how its episode began and the
+actions since, and a resume replays them (see ``rl.checkpoint`` for the checkpoint itself).
+
+Gymnasium envs cannot be saved in general (MuJoCo, Box2D, ALE and user envs each keep
+their state their own way), so each training sub-env is wrapped in an ``EpisodeRecorder``
+that keeps how its current episode began and the actions taken since:
+
+* the seed of its reset when the reset was seeded (the first episode: ``seed + i``), else
+  the state of the env's ``np_random`` just before the reset (later episodes: gymnasium's
+  NEXT_STEP autoreset calls ``reset()`` without a seed and the env draws its initial state
+  from ``np_random``), and for ALE (Atari) envs a snapshot of the emulator with its own RNG,
+  which carries game state and sticky-action randomness from one episode to the next;
+* every action passed to ``step`` since that reset;
+* whether the episode has ended: under NEXT_STEP autoreset the vector env then owes the
+  sub-env a reset on its next step;
+* a digest of the last observation, to check the replay.
+
+On resume each sub-env is reset the same way (with the seed, or with ``np_random`` and the
+emulator set to their saved states) and the actions are replayed on the sub-env itself,
+below the vector wrappers: the replay does not touch the normalization or episode
+statistics (they stay frozen), which are then set to their saved values (running means,
+variances and counts, NormalizeReward's discounted returns in progress, the episode returns
+and lengths in progress, the recent-episode queues). A sub-env whose episode had ended
+performs the pending reset on its next ``step``, returning reward 0 and no termination as
+gymnasium's autoreset does. Episodes are not cut at checkpoints, so what is learned does
+not change: a run stopped after a checkpoint and resumed writes the same metrics rows
+(timing fields aside) as one that never stopped, on CPU with the same torch version and
+thread count.
+
+
+Limits: this is exact for envs whose state is a function of (reset seed, or ``np_random``
+state and for ALE the emulator state, and the actions since the reset). Envs with
+randomness or state elsewhere (the global ``random`` or numpy generator, wall-clock time,
+external simulators or servers, counters kept across resets) continue from a state that
+may differ: the replay compares the last observation with the saved digest and warns
+(``CheckpointWarning``) when they differ; training then continues from the checkpoint's
+networks and statistics, but not bit for bit. Resuming costs up to one episode of env steps
+per sub-env, and the recorder keeps the current episode's actions in memory, at most
+``EpisodeRecorder.MAX_REPLAY_ACTIONS`` (100,000) per sub-env: past that (an env without a
+time limit) the episode is no longer recorded, and a resume resets that sub-env instead of
+replaying it and warns that it is not bit for bit, so memory, checkpoint size and replay
+time stay bounded. Reset ``options`` are not recorded
+(rl never passes any). An ALE snapshot is parsed by ALE itself (``ale_py.ALEState``), not by
+pickle.
+
+"""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import threading
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.wrappers.vector import RecordEpisodeStatistics
+
+from rl.envs import EnvFactory, VectorEnvs
+from rl.rollout import RolloutCollector
+from rl.run_files import CheckpointError
+from rl.signals import StopOnSignals
+from rl.wrappers import FrozenObservationNormalizer, restore_reward_statistics, reward_statistics
+
+__all__ = [
+    "EpisodeRecorder",
+    "RecordingFactory",
+    "capture_env_state",
+    "plain_data",
+    "restore_env_state",
+]
+
+
+def plain_data(value: Any) -> Any:
+    """numpy arrays and scalars inside an RNG state as lists and Python numbers."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {key: plain_data(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_data(item) for item in value]
+    return value
+
+
+def _generator_state(generator: np.random.Generator) -> dict[str, Any]:
+    return plain_data(generator.bit_generator.state)
+
+
+def _generator_from_state(state: Mapping[str, Any]) -> np.random.Generator:
+    bit_generator = getattr(np.random, state["bit_generator"])()
+    bit_generator.state = dict(state)
+    return np.random.Generator(bit_generator)
+
+
+def _digest(observation: Any) -> str:
+    """A digest of an observation's bytes, dtype and shape (``repr`` for non-arrays)."""
+    array = np.asarray(observation)
+    if array.dtype == object:
+        return hashlib.sha256(repr(observation).encode()).hexdigest()
+    header = f"{array.dtype.str}{array.shape}".encode()
+    return hashlib.sha256(header + np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def _emulator_state(env: gym.Env) -> torch.Tensor | None:
+    """ALE keeps game state and its own RNG (sticky actions) across resets, where no seed
+    reaches them: a snapshot of its emulator (``clone_state(include_rng=True)``), as bytes.
+    None for other envs."""
+    unwrapped = env.unwrapped
+    if not type(unwrapped).__module__.startswith("ale_py"):
+        return None
+    data = unwrapped.clone_state(include_rng=True).serialize()
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def _restore_emulator_state(env: gym.Env, state: torch.Tensor) -> None:
+    import ale_py
+
+    env.unwrapped.restore_state(ale_py.ALEState(state.numpy().tobytes()))
+
+
+class EpisodeRecorder(gym.Wrapper):
+    """Keeps how the current episode began and the actions since, to replay it on resume.
+
+    The outermost wrapper of each training sub-env (see the module docstring). Its
+    ``episode_record()`` is plain data; ``replay_request`` set to such a record followed by
+    ``replay()`` brings a fresh env to the recorded state.
+
+    Example:
+        >>> env = EpisodeRecorder(gym.make("CartPole-v1"))
+        >>> _ = env.reset(seed=3); _ = env.step(1)
+        >>> twin = EpisodeRecorder(gym.make("CartPole-v1"))
+        >>> twin.replay_request = env.episode_record()
+        >>> twin.replay()
+        True
+    """
+
+    MAX_REPLAY_ACTIONS = 100_000  # per episode: memory, checkpoint size and replay time
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.replayable = True  # False once the episode outgrew MAX_REPLAY_ACTIONS
+        self.episode_seed: int | None = None
+        self.episode_rng_state: dict[str, Any] | None = None
+        self.episode_emulator_state: torch.Tensor | None = None
+        self.episode_actions: list[Any] = []
+        self.episode_over = False
+        self.reset_pending = False
+        self.replay_request: dict[str, Any] | None = None
+        self._last_observation: Any = None
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        self.episode_seed = seed
+        unseeded = seed is None
+        self.episode_rng_state = (
+            _generator_state(self.env.unwrapped.np_random) if unseeded else None
+        )
+        self.episode_emulator_state = _emulator_state(self.env) if unseeded else None
+        self.episode_actions = []
+        self.replayable = True
+        self.episode_over = self.reset_pending = False
+        observation, info = self.env.reset(seed=seed, options=options)
+        self._last_observation = observation
+        return observation, info
+
+    def step(self, action: Any):
+        if self.reset_pending:  # the autoreset the vector env owed before the checkpoint
+            observation, info = self.reset()
+            return observation, 0.0, False, False, info
+        if self.replayable and len(self.episode_actions) < self.MAX_REPLAY_ACTIONS:
+            self.episode_actions.append(np.array(action, copy=True))
+        elif self.replayable:  # too long to replay: stop recording this episode
+            self.episode_actions, self.replayable = [], False
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        self.episode_over = bool(terminated or truncated)
+        self._last_observation = observation
+        return observation, reward, terminated, truncated, info
+
+    def episode_record(self) -> dict[str, Any]:
+        """This episode's start, actions and end state, as plain data."""
+        actions = None
+        if self.episode_actions and self.replayable:
+            stacked = np.stack([np.asarray(action) for action in self.episode_actions])
+            if stacked.dtype == object:
+                raise CheckpointError(
+                    f"cannot checkpoint actions of type {type(self.episode_actions[0]).__name__}"
+                    " (only array actions can be replayed)"
+                )
+            actions = torch.from_numpy(stacked)
+        return {
+            "seed": self.episode_seed,
+            "rng_state": self.episode_rng_state,
+            "emulator_state": self.episode_emulator_state,
+            "actions": actions,
+            "episode_over": self.episode_over or self.reset_pending,
+            "observation_digest": _digest(self._last_observation),
+            "action_space_rng": _generator_state(self.env.action_space.np_random),
+            "replayable": self.replayable,
+        }
+
+    def replay(self) -> bool:
+        """Bring the env to ``replay_request``'s state; True if the last observation matches."""
+        record, self.replay_request = self.replay_request, None
+        if record is None:
+            raise RuntimeError("EpisodeRecorder.replay needs replay_request set to a record")
+        if record["seed"] is not None:
+            observation, _ = self.env.reset(seed=record["seed"])
+        else:
+            if record["emulator_state"] is not None:
+                _restore_emulator_state(self.env, record["emulator_state"])
+            self.env.unwrapped.np_random = _generator_from_state(record["rng_state"])
+            observation, _ = self.env.reset()
+        actions = [] if record["actions"] is None else list(record["actions"].numpy())
+        for action in actions:
+            observation, *_ = self.env.step(action)
+        self.replayable = bool(record.get("replayable", True))
+        self.env.action_space.np_random.bit_generator.state = dict(record["action_space_rng"])
+        self.episode_seed, self.episode_rng_state = record["seed"], record["rng_state"]
+        self.episode_emulator_state = record["emulator_state"]
+        self.episode_actions = actions
+        self.episode_over = self.reset_pending = bool(record["episode_over"])
+        self._last_observation = observation
+        return self.replayable and _digest(observation) == record["observation_digest"]
+
+
+@dataclass(frozen=True)
+class RecordingFactory:
+    """An env factory whose envs are wrapped in ``EpisodeRecorder``.
+
+    Args:
+        factory (callable): makes one env.
+        ignore_signals (bool): ignore SIGINT and SIGTERM in the process that makes the env
+            (for AsyncVectorEnv workers: the main process handles them and stops cleanly,
+            and the workers exit when it closes their pipes).
+    """
+
+    factory: EnvFactory
+    ignore_signals: bool = False
+
+    def __call__(self) -> EpisodeRecorder:
+        if self.ignore_signals and threading.current_thread() is threading.main_thread():
+            for number in StopOnSignals.SIGNALS:  # SIGINT, SIGTERM, SIGHUP: the main decides
+                signal.signal(number, signal.SIG_IGN)
+        return EpisodeRecorder(self.factory())
+
+
+def _episode_statistics(stats: RecordEpisodeStatistics) -> dict[str, Any]:
+    return {
+        "episode_returns": torch.from_numpy(np.array(stats.episode_returns)),
+        "episode_lengths": torch.from_numpy(np.array(stats.episode_lengths)),
+        "prev_dones": torch.from_numpy(np.array(stats.prev_dones)),
+        "episode_count": int(stats.episode_count),
+        "return_queue": torch.tensor(list(stats.return_queue), dtype=torch.float64),
+        "length_queue": torch.tensor(list(stats.length_queue), dtype=torch.int64),
+    }
+
+
+def _restore_episode_statistics(stats: RecordEpisodeStatistics, state: Mapping[str, Any]) -> None:
+    stats.episode_returns = state["episode_returns"].numpy().copy()
+    stats.episode_lengths = state["episode_lengths"].numpy().copy()
+    stats.prev_dones = state["prev_dones"].numpy().copy()
+    stats.episode_count = int(state["episode_count"])
+    maxlen = stats.return_queue.maxlen
+    stats.return_queue = deque(state["return_queue"].numpy().tolist(), maxlen=maxlen)
+    stats.length_queue = deque(state["length_queue"].numpy().tolist(), maxlen=maxlen)
+
+
+def capture_env_state(envs: VectorEnvs, collector: RolloutCollector) -> dict[str, Any]:
+    """The training envs' state between two rollouts, as plain data."""
+    vector_env = envs.env.unwrapped
+    try:
+        sub_envs = list(vector_env.call("episode_record"))
+    except AttributeError:
+        raise CheckpointError(
+            "the training envs do not record their episodes (make them with RecordingFactory)"
+        ) from None
+    reward_normalizer = envs.reward_normalizer
+    return {
+        "num_envs": envs.num_envs,
+        "sub_envs": sub_envs,
+        "episode_statistics": _episode_statistics(envs.episode_stats),
+        "obs_normalizer": None
+        if envs.obs_normalizer is None
+        else FrozenObservationNormalizer.from_wrapper(envs.obs_normalizer).state_dict(),
+        "reward_normalizer": None
+        if reward_normalizer is None
+        else {
+            **reward_statistics(reward_normalizer),
+            "accumulated_reward": torch.from_numpy(np.array(reward_normalizer.accumulated_reward)),
+            "prev_dones": torch.from_numpy(np.array(reward_normalizer._prev_dones)),
+        },
+        "collector": collector.state_dict(),
+    }
+
+
+def restore_env_state(
+    envs: VectorEnvs, collector: RolloutCollector, state: Mapping[str, Any]
+) -> list[int]:
+    """Bring freshly reset training envs to a state from ``capture_env_state``.
+
+    Returns:
+        list[int]: the sub-envs whose replay did not reproduce the saved last observation.
+    """
+    if state["num_envs"] != envs.num_envs:
+        raise CheckpointError(
+            f"the checkpoint holds {state['num_envs']} envs, the run has {envs.num_envs}"
+        )
+    vector_env = envs.env.unwrapped
+    vector_env.set_attr("replay_request", list(state["sub_envs"]))
+    reproduced = vector_env.call("replay")
+    _restore_episode_statistics(envs.episode_stats, state["episode_statistics"])
+    if envs.obs_normalizer is not None and state["obs_normalizer"] is not None:
+        FrozenObservationNormalizer.from_state_dict(state["obs_normalizer"]).restore_into(
+            envs.obs_normalizer
+        )
+    saved_rewards = state["reward_normalizer"]
+    if envs.reward_normalizer is not None and saved_rewards is not None:
+        restore_reward_statistics(envs.reward_normalizer, saved_rewards)
+        envs.reward_normalizer.accumulated_reward = (
+            saved_rewards["accumulated_reward"].numpy().copy()
+        )
+        envs.reward_normalizer._prev_dones = saved_rewards["prev_dones"].numpy().copy()
+    collector.load_state_dict(state["collector"])
+    return [index for index, same in enumerate(reproduced) if not same]

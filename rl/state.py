@@ -1,0 +1,164 @@
+"""What a checkpoint holds of an agent besides its envs: the RNG states (and, in
+``TrainingState``, the networks, optimizers, counters and statistics)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rl.errors import first_line
+from rl.replay import plain_data
+from rl.run_files import CheckpointError
+from rl.wrappers import FrozenObservationNormalizer
+
+__all__ = [
+    "MODEL_FORMAT",
+    "InState",
+    "TrainingState",
+    "capture_rng_states",
+    "restore_rng_states",
+]
+
+
+def capture_rng_states(generators: Mapping[str, torch.Generator]) -> dict[str, Any]:
+    """torch's, numpy's and Python's global generators and the named torch ``generators``."""
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": plain_data(np.random.get_state(legacy=False)),
+        "python": plain_data(random.getstate()),
+        "generators": {name: generator.get_state() for name, generator in generators.items()},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_states(state: Mapping[str, Any], generators: Mapping[str, torch.Generator]) -> None:
+    """Set the generators captured by ``capture_rng_states``."""
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    for name, generator in generators.items():
+        generator.set_state(state["generators"][name])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+MODEL_FORMAT = "rl.trpo.model/1"
+
+
+class TrainingState:
+    """What learning changes in an agent, and what its model file and checkpoints hold of
+    it besides the envs: the networks, both optimizers, the action and shuffle generators,
+    the step and iteration counters, the frozen normalization statistics and the last
+    evaluation. ``rl.TRPO`` keeps one as ``agent.state`` (its attributes of these names
+    are this object's); checkpoint code reads and writes only this.
+    """
+
+    def __init__(
+        self,
+        policy: nn.Module,
+        value: nn.Module,
+        policy_optimizer: torch.optim.Optimizer,
+        value_optimizer: torch.optim.Optimizer,
+        action_generator: torch.Generator,
+        shuffle_generator: torch.Generator,
+    ) -> None:
+        self.policy, self.value = policy, value
+        self.policy_optimizer, self.value_optimizer = policy_optimizer, value_optimizer
+        self.action_generator, self.shuffle_generator = action_generator, shuffle_generator
+        self.step = 0
+        self.iteration = 0
+        self.obs_normalizer: FrozenObservationNormalizer | None = None
+        self.reward_statistics: dict[str, float] | None = None
+        self.last_evaluation: dict[str, Any] | None = None
+
+    @property
+    def generators(self) -> dict[str, torch.Generator]:
+        return {"action": self.action_generator, "shuffle": self.shuffle_generator}
+
+    def model_dict(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The model file's content (``config``: the run's, as plain data): plain tensors,
+        numbers and strings only (loadable with ``weights_only=True``)."""
+        normalizer = self.obs_normalizer
+        return {
+            "format": MODEL_FORMAT,
+            "config": config,
+            "step": self.step,
+            "iteration": self.iteration,
+            "policy": self.policy.state_dict(),
+            "value": self.value.state_dict(),
+            "obs_normalizer": None if normalizer is None else normalizer.state_dict(),
+            "reward_statistics": self.reward_statistics,
+        }
+
+    def load_model_dict(
+        self, model: Mapping[str, Any], where: str, env: str | None, observation_dim: int
+    ) -> None:
+        """Networks, counters and frozen statistics of a ``model_dict()``, checked to fit
+        env ``env`` (``rl.run_files.CheckpointError`` saying ``where`` they come from)."""
+        try:
+            self.policy.load_state_dict(model["policy"])
+            self.value.load_state_dict(model["value"])
+        except RuntimeError as error:
+            raise CheckpointError(
+                f"the networks {where} do not fit env {env!r} and the networks built for it: "
+                f"{first_line(error)}"
+            ) from None
+        self.step, self.iteration = int(model["step"]), int(model["iteration"])
+        if model["obs_normalizer"] is not None:
+            normalizer = FrozenObservationNormalizer.from_state_dict(model["obs_normalizer"])
+            if normalizer.mean.shape != (observation_dim,):
+                raise CheckpointError(
+                    f"the observation statistics {where} have shape "
+                    f"{tuple(normalizer.mean.shape)}, env {env!r} has {observation_dim}-"
+                    "dimensional observations"
+                )
+            self.obs_normalizer = normalizer
+        self.reward_statistics = model["reward_statistics"]
+
+    def state_dict(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The checkpoint's part of this state: ``model``, both optimizers, ``rng`` and
+        ``progress`` (step, iteration, last evaluation)."""
+        return {
+            "model": self.model_dict(config),
+            "policy_optimizer": self.policy_optimizer.state_dict(),
+            "value_optimizer": self.value_optimizer.state_dict(),
+            "rng": capture_rng_states(self.generators),
+            "progress": {
+                "step": self.step,
+                "iteration": self.iteration,
+                "last_evaluation": self.last_evaluation,
+            },
+        }
+
+    def load_state_dict(
+        self, checkpoint: Mapping[str, Any], env: str | None, observation_dim: int
+    ) -> None:
+        """Load networks, optimizers, statistics, RNGs and counters of a checkpoint."""
+        model = {**checkpoint["model"], **checkpoint["progress"]}
+        self.load_model_dict(model, "of the checkpoint", env, observation_dim)
+        self.policy_optimizer.load_state_dict(checkpoint["policy_optimizer"])
+        self.value_optimizer.load_state_dict(checkpoint["value_optimizer"])
+        self.last_evaluation = checkpoint["progress"]["last_evaluation"]
+        restore_rng_states(checkpoint["rng"], self.generators)
+
+
+class InState:
+    """An attribute of an agent (``rl.TRPO``) that is its ``state``'s attribute of the same
+    name: ``agent.step`` is ``agent.state.step``."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, agent: Any, owner: type | None = None) -> Any:
+        return self if agent is None else getattr(agent.state, self.name)
+
+    def __set__(self, agent: Any, value: Any) -> None:
+        setattr(agent.state, self.name, value)
