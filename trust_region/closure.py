@@ -9,12 +9,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .curvature import GGNClosureResult, flat_grad
+from .curvature import GGNClosureResult, flat_grad, ggn_vector_product, unflatten
 
 __all__ = [
     "CLOSURE_CONTRACT",
     "FIRST_STEP_KL_TOL",
     "UNDETACHED_OLD_SIDE",
+    "check_ggn_scale",
     "check_kl_at_start",
     "resolve_fvp",
     "subsample_index",
@@ -22,6 +23,10 @@ __all__ = [
 ]
 
 FIRST_STEP_KL_TOL = 1e-4
+# The first step's check of the Gauss-Newton products' scale: the KL probed at this size,
+# and the largest relative disagreement allowed (a wrong positions_per_sample is off by T).
+SCALE_CHECK_KL = 1e-4
+SCALE_CHECK_TOLERANCE = 0.25
 
 
 CLOSURE_CONTRACT = (
@@ -100,3 +105,57 @@ def subsample_index(num_samples: int, fraction: float, device: torch.device) -> 
         return None
     count = max(1, math.ceil(fraction * num_samples))
     return torch.randperm(num_samples, device=device)[:count]
+
+
+def check_ggn_scale(closure: Any, ggn: GGNClosureResult, params: list[Tensor]) -> None:
+    """Raise ValueError unless the Gauss-Newton products have the KL's curvature.
+
+    Along a probe ``v`` (private generator), ``KL(θ + εv) + KL(θ − εv) = ε² vᵀFv + O(ε⁴)``;
+    this compares that with ``ε² vᵀGv`` from the closure's ``outputs_fn``, at ``ε`` where the
+    predicted KL is ``SCALE_CHECK_KL``. It catches a ``num_samples`` or
+    ``positions_per_sample`` that does not match the KL's mean, and an ``output_fisher_vp``
+    of the wrong distribution; it needs no double backward. Skipped below float32, where
+    the KL cannot resolve it. Must run under ``torch.no_grad``; the parameters are restored
+    bit for bit.
+    """
+    if params[0].dtype not in (torch.float32, torch.float64):
+        return
+    terms = ggn.num_samples * ggn.positions_per_sample
+    product = ggn_vector_product(ggn.outputs_fn, ggn.output_fisher_vp, params, None, terms)
+    size = sum(p.numel() for p in params)
+    generator = torch.Generator().manual_seed(0)
+    probe = torch.randn(size, generator=generator, dtype=torch.float64)
+    probe = probe.to(device=params[0].device, dtype=params[0].dtype)
+    predicted = float(probe @ product(probe))
+    if not (math.isfinite(predicted) and predicted > 0.0):
+        return  # no curvature along the probe to compare
+    epsilon = math.sqrt(2.0 * SCALE_CHECK_KL / predicted)
+    measured = sum(_kl_at(closure, params, sign * epsilon * probe) for sign in (1.0, -1.0))
+    if measured == 0.0:  # the parameters moved, the outputs with them: never exactly 0
+        raise ValueError(UNDETACHED_OLD_SIDE)
+    ratio = measured / (epsilon**2 * predicted)
+    if not math.isfinite(ratio) or abs(ratio - 1.0) > SCALE_CHECK_TOLERANCE:
+        raise ValueError(
+            f"the closure's Gauss-Newton products do not match its KL: along a probe the KL "
+            f"curves {ratio:.3g} times what outputs_fn/output_fisher_vp predict with "
+            f"num_samples={ggn.num_samples} and positions_per_sample="
+            f"{ggn.positions_per_sample}. The products are divided by num_samples x "
+            "positions_per_sample, which must be the number of terms the KL averages: for "
+            "outputs (B, T, ...) with a KL averaged over B*T positions use num_samples=B, "
+            "positions_per_sample=T; check too that output_fisher_vp is the Hessian of this "
+            "KL's distribution, and that the old distribution shares no storage with a "
+            "parameter (log_std.expand_as(mean) is a view of the parameter: clone it) (see "
+            "trust_region.GGNClosureResult)"
+        )
+
+
+def _kl_at(closure: Any, params: list[Tensor], offset: Tensor) -> float:
+    """The closure's KL with ``offset`` added to the parameters, which are then restored."""
+    start = [p.detach().clone() for p in params]
+    try:
+        for p, delta in zip(params, unflatten(offset, params), strict=True):
+            p.add_(delta)
+        return float(unpack(closure())[1].detach())
+    finally:
+        for p, original in zip(params, start, strict=True):
+            p.copy_(original)

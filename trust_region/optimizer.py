@@ -11,7 +11,13 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .cg import CGResult, conjugate_gradient_solve
-from .closure import check_kl_at_start, resolve_fvp, subsample_index, unpack
+from .closure import (
+    check_ggn_scale,
+    check_kl_at_start,
+    resolve_fvp,
+    subsample_index,
+    unpack,
+)
 from .curvature import (
     GGNClosureResult,
     flat_grad,
@@ -20,6 +26,7 @@ from .curvature import (
 )
 from .distributed import WeightedReducer, broadcast_parameters, check_parameters_in_sync
 from .head import check_linear_head, linear_head_solve
+from .kernels import twice_differentiable
 from .line_search import StepResult, backtracking_line_search
 
 __all__ = ["StepResult", "TrustRegionOptimizer"]
@@ -239,10 +246,11 @@ class TrustRegionOptimizer(Optimizer):
         global_state = self.state[params[0]]
         global_state["step"] = global_state.get("step", 0) + 1
 
-        with torch.enable_grad():
+        with torch.enable_grad(), twice_differentiable():
             loss, kl, ggn = unpack(closure())
         mode = resolve_fvp(settings["fvp"], ggn, settings["fvp_subsample"])
-        weight = num_samples if num_samples is not None else (ggn.num_samples if ggn else 1)
+        terms = ggn.num_samples * ggn.positions_per_sample if ggn else 1
+        weight = num_samples if num_samples is not None else terms
         reducer = WeightedReducer(self.process_group, weight, loss.device)
         every = self.sync_check_every
         if every and (global_state["step"] - 1) % every == 0:
@@ -269,6 +277,10 @@ class TrustRegionOptimizer(Optimizer):
                 assert ggn is not None and ggn.linear_head is not None
                 check_linear_head(ggn.linear_head, kl, params, ggn.num_samples)
                 global_state["linear_head_checked"] = True
+        if mode == "ggn" and not global_state.get("ggn_scale_checked", False):
+            assert ggn is not None
+            check_ggn_scale(closure, ggn, params)  # moves and restores the parameters
+            global_state["ggn_scale_checked"] = True
         loss_grad = reducer.mean(local_grad)
         grad_norm = float(loss_grad.norm())
         if not math.isfinite(grad_norm):
@@ -279,7 +291,7 @@ class TrustRegionOptimizer(Optimizer):
             residual = float(loss_grad @ loss_grad)
             return reject("gradient below cg_tol", cg_residual=residual, grad_norm=grad_norm)
 
-        with torch.enable_grad():
+        with torch.enable_grad(), twice_differentiable():
             solve = self._solve(mode, settings, kl, ggn, params, -loss_grad, reducer)
         direction = solve.solution
         cg_info = dict(
@@ -361,7 +373,8 @@ class TrustRegionOptimizer(Optimizer):
         assert ggn is not None
         index = subsample_index(ggn.num_samples, settings["fvp_subsample"], kl.device)
         used = ggn.num_samples if index is None else len(index)
-        return ggn_vector_product(ggn.outputs_fn, ggn.output_fisher_vp, params, index, used)
+        terms = used * ggn.positions_per_sample
+        return ggn_vector_product(ggn.outputs_fn, ggn.output_fisher_vp, params, index, terms)
 
 
 # -------------------------------------------------------------------- helpers
