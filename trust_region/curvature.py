@@ -105,9 +105,7 @@ class GGNClosureResult:
         for name in ("num_samples", "positions_per_sample"):
             value = getattr(self, name)
             if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-                raise ValueError(
-                    f"GGNClosureResult.{name} must be an integer >= 1; got {value!r}"
-                )
+                raise ValueError(f"GGNClosureResult.{name} must be an integer >= 1; got {value!r}")
         if self.linear_head is not None and self.positions_per_sample != 1:
             raise ValueError(
                 "GGNClosureResult.positions_per_sample must be 1 with a linear_head (the "
