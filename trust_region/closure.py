@@ -82,7 +82,9 @@ UNDETACHED_OLD_SIDE = (
 
 
 def check_kl_at_start(kl: Tensor, params: list[Tensor], loss_grad: Tensor) -> None:
-    """KL(old ‖ new) at the old parameters must be 0 with zero gradient."""
+    """KL(old ‖ new) at the old parameters must be 0 with zero gradient (to within
+    ``FIRST_STEP_KL_TOL``, or half the parameters' machine epsilon for bfloat16/float16
+    models, whose "old" and "new" forwards may round differently)."""
     if not kl.requires_grad:
         raise ValueError(
             "the closure's kl does not depend on the parameters: compute KL(old || new) from the "
@@ -91,7 +93,8 @@ def check_kl_at_start(kl: Tensor, params: list[Tensor], loss_grad: Tensor) -> No
     kl_grad = flat_grad(kl, params, retain_graph=True)
     kl_value, kl_grad_norm = abs(float(kl.detach())), float(kl_grad.norm())
     scale = 1.0 + float(loss_grad.norm())
-    if kl_value > FIRST_STEP_KL_TOL or kl_grad_norm > FIRST_STEP_KL_TOL * scale:
+    tolerance = max(FIRST_STEP_KL_TOL, 0.5 * torch.finfo(params[0].dtype).eps)
+    if kl_value > tolerance or kl_grad_norm > tolerance * scale:
         raise ValueError(
             f"the closure's KL at the current parameters is {kl_value:.3g} with gradient norm "
             f"{kl_grad_norm:.3g}; it must be ~0 with zero gradient: return the mean "
