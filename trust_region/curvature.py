@@ -171,6 +171,10 @@ def flat_grad(output: Tensor, params: Sequence[Tensor], **kwargs: Any) -> Tensor
 def hessian_vector_product(kl: Tensor, params: Sequence[Tensor]) -> Callable[[Tensor], Tensor]:
     """Return ``v -> ∇²KL · v`` (flat vectors), building the graph of ``∇KL`` once.
 
+    The forward that computed ``kl`` must be twice differentiable: for a model with
+    attention, compute it under :func:`~trust_region.kernels.twice_differentiable` (the
+    optimizer does so for its closure).
+
     Args:
         kl (Tensor): scalar, with a graph to ``params``.
         params (sequence of Tensor): the parameters.

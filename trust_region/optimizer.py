@@ -29,10 +29,11 @@ from .distributed import WeightedReducer, broadcast_parameters, check_parameters
 from .head import check_linear_head, linear_head_solve
 from .kernels import twice_differentiable
 from .line_search import StepResult, backtracking_line_search
-from .settings import FVP_MODES, STEP_SCALINGS, is_int, validate, validate_solve_dtype
+from .settings import FVP_MODES as FVP_MODES  # re-exported: defined here before
+from .settings import STEP_SCALINGS as STEP_SCALINGS
+from .settings import is_int, validate, validate_solve_dtype
 
 __all__ = ["StepResult", "TrustRegionOptimizer"]
-_SETTINGS_NAMES = (FVP_MODES, STEP_SCALINGS)  # kept importable from here, as before
 
 ClosureOutput = tuple[Tensor, Tensor] | GGNClosureResult
 Closure = Callable[[], ClosureOutput]
