@@ -97,8 +97,8 @@ def linear_head(model: GaussianMLP, x: Tensor, log_std_curvature: float = 2.0) -
 
 def make_closure(model, x, actions, advantages, structure="head", **head_kwargs):
     """``structure``: "head" (GGNClosureResult with linear_head), "ggn" or "plain"."""
-    with torch.no_grad():
-        old = model(x)
+    with torch.no_grad():  # cloned: the model's log_std output is a view of the parameter
+        old = tuple(t.clone() for t in model(x))
     old_log_prob = log_prob(*old, actions)
     params = list(model.parameters())
     model_fn = functional_model(model, params)

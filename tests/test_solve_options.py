@@ -80,9 +80,10 @@ def test_fisher_scaling_puts_the_predicted_kl_at_max_kl(fvp: str) -> None:
     # Same direction, longer: damping no longer spends part of the radius.
     assert float(step.norm()) > 1.05 * float(damped_step.norm())
     torch.testing.assert_close(step, expected, rtol=1e-7, atol=1e-12)
-    # Measured KLs (the model is quadratic, the KL is not: both reach ~86% of their prediction):
-    # the fisher-scaled step spends the radius on KL instead of on damping.
-    assert damped_result.kl < 0.7 * MAX_KL < 0.8 * MAX_KL < result.kl <= MAX_KL
+    # Measured KLs (0.78 and 0.9994 of max_kl, with the old side cloned from the model: it
+    # used to alias the log_std parameter, and both read ~86% of their prediction): the
+    # fisher-scaled step spends the radius on KL instead of on damping.
+    assert damped_result.kl < 0.85 * MAX_KL < 0.99 * MAX_KL < result.kl <= MAX_KL
 
 
 @pytest.mark.parametrize("iters", [1, 3, 6])

@@ -7,6 +7,12 @@ Depends on torch alone. The public API:
   built with :func:`functional_model`, and the output-space KL Hessians
   :func:`categorical_fisher_vp`, :func:`bernoulli_fisher_vp`, :func:`diag_gaussian_fisher_vp`;
   with a :class:`LinearHead` the last layer is solved exactly (``fvp="ggn-head"``).
+- Sequence outputs: ``GGNClosureResult(..., num_samples=B, positions_per_sample=T)`` for
+  logits ``(B, T, V)`` whose KL is averaged over ``B·T`` positions. Half precision:
+  ``TrustRegionOptimizer(..., solve_dtype=torch.float32)`` runs CG and the step in float32.
+- :func:`twice_differentiable`: the context (math attention kernel) under which ``step``
+  runs the forwards it differentiates twice, so stock transformer layers work; use it
+  around a KL handed to :func:`hessian_vector_product` outside the optimizer.
 - The kernels, usable alone: :func:`conjugate_gradient` / :func:`conjugate_gradient_solve`
   (:class:`CGResult`), :func:`hessian_vector_product`, :func:`ggn_vector_product`,
   :func:`linear_head_solve`, :func:`linear_head_fisher_product`.
@@ -28,6 +34,7 @@ from .curvature import (
     hessian_vector_product,
 )
 from .head import LinearHead, linear_head_fisher_product, linear_head_solve
+from .kernels import twice_differentiable
 from .optimizer import StepResult, TrustRegionOptimizer
 
 __all__ = [
@@ -46,6 +53,7 @@ __all__ = [
     "hessian_vector_product",
     "linear_head_fisher_product",
     "linear_head_solve",
+    "twice_differentiable",
 ]
 
 __version__ = "0.1.0"

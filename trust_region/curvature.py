@@ -16,6 +16,7 @@ The output-space Hessians of the usual distributions are given here too:
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_leaves, tree_map, tree_structure, tree_unflatten
 
+from .kernels import twice_differentiable
 from .linear_head import LinearHead
 
 __all__ = [
@@ -57,12 +59,29 @@ class GGNClosureResult:
         output_fisher_vp (callable): ``(outputs, tangents) -> tangents``, the Hessian of each
             sample's KL with respect to its outputs at ``outputs``, applied sample by sample
             (no averaging over samples): e.g. :func:`categorical_fisher_vp`.
-        num_samples (int): number of samples in the batch (the KL is their mean).
+        num_samples (int): number of samples in the batch: the size of the outputs' first
+            dimension, what ``index`` selects from (sequences, for a sequence model).
+        positions_per_sample (int, optional): how many KL terms each sample contributes to
+            the mean, ≥ 1: the KL is the mean over ``num_samples × positions_per_sample``
+            terms. 1 when the KL is a mean over samples (also a per-sequence KL *summed*
+            over its positions); ``T`` for logits ``(B, T, V)`` whose KL is averaged over
+            all ``B·T`` positions, with ``num_samples=B`` (default: 1). See "Sequence
+            outputs" below.
         linear_head (LinearHead, optional): when the outputs are linear in the model's last
             layer with a constant diagonal output Hessian (e.g. a Gaussian policy with a
             state-independent std), that structure: the optimizer then solves the last layer
             exactly and runs CG on the other parameters only (``fvp="ggn-head"``); see
             :class:`LinearHead` for the conditions (default: None).
+
+    Sequence outputs: ``output_fisher_vp`` acts on the last dimension and the products sum
+    ``Jᵀ H J`` over every other position of the outputs, then divide by
+    ``num_samples × positions_per_sample``. For a language model with logits ``(B, T, V)``
+    and ``kl = KL(old ‖ new)`` averaged over the ``B·T`` next-token distributions, return
+    ``num_samples=B`` and ``positions_per_sample=T``: the products are then the Hessian of
+    that KL, so ``max_kl`` bounds the mean per-token KL, and ``fvp_subsample`` draws whole
+    sequences. On the first step the optimizer checks the scale against the KL itself (two
+    extra forward passes) and raises ValueError, naming both fields, when they disagree
+    with the KL's own curvature.
 
     Example:
         >>> model_fn = functional_model(net, params)
@@ -80,8 +99,19 @@ class GGNClosureResult:
     output_fisher_vp: Callable[[Outputs, Outputs], Outputs]
     num_samples: int
     linear_head: LinearHead | None = None
+    positions_per_sample: int = 1
 
     def __post_init__(self) -> None:
+        for name in ("num_samples", "positions_per_sample"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"GGNClosureResult.{name} must be an integer >= 1; got {value!r}")
+        if self.linear_head is not None and self.positions_per_sample != 1:
+            raise ValueError(
+                "GGNClosureResult.positions_per_sample must be 1 with a linear_head (the "
+                f"head-eliminated solve takes one output row per sample); got "
+                f"{self.positions_per_sample}: flatten the positions into the samples instead"
+            )
         if self.linear_head is not None and not isinstance(self.linear_head, LinearHead):
             raise ValueError(
                 "GGNClosureResult.linear_head must be a trust_region.LinearHead or None; got "
@@ -141,6 +171,10 @@ def flat_grad(output: Tensor, params: Sequence[Tensor], **kwargs: Any) -> Tensor
 def hessian_vector_product(kl: Tensor, params: Sequence[Tensor]) -> Callable[[Tensor], Tensor]:
     """Return ``v -> ∇²KL · v`` (flat vectors), building the graph of ``∇KL`` once.
 
+    The forward that computed ``kl`` must be twice differentiable: for a model with
+    attention, compute it under :func:`~trust_region.kernels.twice_differentiable` (the
+    optimizer does so for its closure).
+
     Args:
         kl (Tensor): scalar, with a graph to ``params``.
         params (sequence of Tensor): the parameters.
@@ -176,7 +210,7 @@ def ggn_vector_product(
         num_samples (int): the number of samples used (the ``n`` of the mean).
     """
     primals = tuple(p.detach() for p in params)
-    with torch.enable_grad():
+    with torch.enable_grad(), twice_differentiable():
         outputs, vjp_fn = torch.func.vjp(lambda *values: outputs_fn(values, index), *primals)
         outputs = tree_map(torch.Tensor.detach, outputs)
         probe = tree_map(lambda o: torch.zeros_like(o, requires_grad=True), outputs)

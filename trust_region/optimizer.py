@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -11,7 +12,13 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .cg import CGResult, conjugate_gradient_solve
-from .closure import check_kl_at_start, resolve_fvp, subsample_index, unpack
+from .closure import (
+    check_ggn_scale,
+    check_kl_at_start,
+    resolve_fvp,
+    subsample_index,
+    unpack,
+)
 from .curvature import (
     GGNClosureResult,
     flat_grad,
@@ -20,15 +27,17 @@ from .curvature import (
 )
 from .distributed import WeightedReducer, broadcast_parameters, check_parameters_in_sync
 from .head import check_linear_head, linear_head_solve
+from .kernels import twice_differentiable
 from .line_search import StepResult, backtracking_line_search
+from .settings import FVP_MODES as FVP_MODES  # re-exported: defined here before
+from .settings import STEP_SCALINGS as STEP_SCALINGS
+from .settings import is_int, validate, validate_solve_dtype
 
 __all__ = ["StepResult", "TrustRegionOptimizer"]
 
 ClosureOutput = tuple[Tensor, Tensor] | GGNClosureResult
 Closure = Callable[[], ClosureOutput]
 
-FVP_MODES = ("auto", "hessian", "ggn", "ggn-head")
-STEP_SCALINGS = ("damped", "fisher")
 # Settings that must agree between param groups: they define one joint solve.
 JOINT_SETTINGS = (
     "max_kl",
@@ -118,6 +127,11 @@ class TrustRegionOptimizer(Optimizer):
         step_scaling (str, optional): "damped" (``½ sᵀ(F + D)s = max_kl``) or "fisher"
             (``½ sᵀFs = max_kl``, falling back to the damped scale when ``sᵀFs`` is not
             positive) (default: "damped").
+        solve_dtype (torch.dtype, optional): the dtype of the gradient, the conjugate-gradient
+            vectors and the step. With a bfloat16/float16 model, ``torch.float32`` keeps CG's
+            dot products and the step's scaling accurate: each Fisher product runs in the
+            model's dtype on a vector cast to it and comes back cast to ``solve_dtype``; the
+            parameters keep their dtype (default: None, the parameters' dtype).
         process_group (ProcessGroup, optional): ``torch.distributed`` group whose ranks
             each hold part of the batch. Gradients, Fisher products and the line search's
             loss/KL are averaged over the ranks (weighted by sample count), so every rank
@@ -154,6 +168,7 @@ class TrustRegionOptimizer(Optimizer):
         step_scaling: str = "damped",
         process_group: Any = None,
         sync_check_every: int = 100,
+        solve_dtype: torch.dtype | None = None,
     ) -> None:
         defaults = dict(
             max_kl=max_kl,
@@ -167,20 +182,23 @@ class TrustRegionOptimizer(Optimizer):
             cg_tol=cg_tol,
             step_scaling=step_scaling,
         )
-        _validate(defaults)
+        validate(defaults)
         super().__init__(params, defaults)
         self.preconditioner = preconditioner
-        if not _is_int(sync_check_every) or sync_check_every < 0:
+        validate_solve_dtype(solve_dtype)
+        self.solve_dtype = solve_dtype
+        if not is_int(sync_check_every) or sync_check_every < 0:
             raise ValueError(f"Invalid sync_check_every: {sync_check_every!r} (must be >= 0)")
         self.process_group = process_group
         self.sync_check_every = sync_check_every
         broadcast_parameters(self._params(), process_group)
         for group in self.param_groups:
-            _validate(group)
+            validate(group)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Fill settings added since an older ``state_dict`` was saved with their defaults."""
         super().__setstate__(state)
+        self.__dict__.setdefault("solve_dtype", None)
         for group in self.param_groups:
             group.setdefault("step_scaling", "damped")
 
@@ -188,7 +206,7 @@ class TrustRegionOptimizer(Optimizer):
     def _joint_settings(self) -> dict[str, Any]:
         first = self.param_groups[0]
         for index, group in enumerate(self.param_groups):
-            _validate(group)
+            validate(group)
             for key in JOINT_SETTINGS:
                 if group[key] != first[key]:
                     raise ValueError(
@@ -239,10 +257,11 @@ class TrustRegionOptimizer(Optimizer):
         global_state = self.state[params[0]]
         global_state["step"] = global_state.get("step", 0) + 1
 
-        with torch.enable_grad():
+        with torch.enable_grad(), twice_differentiable():
             loss, kl, ggn = unpack(closure())
         mode = resolve_fvp(settings["fvp"], ggn, settings["fvp_subsample"])
-        weight = num_samples if num_samples is not None else (ggn.num_samples if ggn else 1)
+        terms = ggn.num_samples * ggn.positions_per_sample if ggn else 1
+        weight = num_samples if num_samples is not None else terms
         reducer = WeightedReducer(self.process_group, weight, loss.device)
         every = self.sync_check_every
         if every and (global_state["step"] - 1) % every == 0:
@@ -269,7 +288,11 @@ class TrustRegionOptimizer(Optimizer):
                 assert ggn is not None and ggn.linear_head is not None
                 check_linear_head(ggn.linear_head, kl, params, ggn.num_samples)
                 global_state["linear_head_checked"] = True
-        loss_grad = reducer.mean(local_grad)
+        if mode == "ggn" and not global_state.get("ggn_scale_checked", False):
+            assert ggn is not None
+            check_ggn_scale(closure, ggn, params)  # moves and restores the parameters
+            global_state["ggn_scale_checked"] = True
+        loss_grad = reducer.mean(local_grad).to(self.solve_dtype or local_grad.dtype)
         grad_norm = float(loss_grad.norm())
         if not math.isfinite(grad_norm):
             return reject("non-finite gradient", grad_norm=grad_norm)
@@ -279,7 +302,7 @@ class TrustRegionOptimizer(Optimizer):
             residual = float(loss_grad @ loss_grad)
             return reject("gradient below cg_tol", cg_residual=residual, grad_norm=grad_norm)
 
-        with torch.enable_grad():
+        with torch.enable_grad(), twice_differentiable():
             solve = self._solve(mode, settings, kl, ggn, params, -loss_grad, reducer)
         direction = solve.solution
         cg_info = dict(
@@ -334,14 +357,21 @@ class TrustRegionOptimizer(Optimizer):
                     "drop the preconditioner, or the linear_head (or use fvp='hessian')"
                 )
             index = subsample_index(ggn.num_samples, settings["fvp_subsample"], rhs.device)
-            return linear_head_solve(
-                ggn.linear_head, params, rhs, damping, settings["cg_iters"],
+            result = linear_head_solve(
+                ggn.linear_head, params, rhs.to(params[0].dtype), damping, settings["cg_iters"],
                 settings["cg_tol"], index, reducer.mean, ggn.num_samples,
+            )  # fmt: skip
+            return replace(  # the head's algebra runs in the parameters' dtype
+                result, solution=result.solution.to(rhs.dtype),
+                residual_vector=result.residual_vector.to(rhs.dtype),
             )  # fmt: skip
         fisher_product = self._curvature(mode, settings, kl, ggn, params)
 
+        product_dtype = params[0].dtype if self.solve_dtype else rhs.dtype
+
         def damped_product(vector: Tensor) -> Tensor:
-            return reducer.mean(fisher_product(vector)) + damping * vector
+            product = reducer.mean(fisher_product(vector.to(product_dtype)))
+            return product.to(vector.dtype) + damping * vector
 
         return conjugate_gradient_solve(
             damped_product, rhs, settings["cg_iters"], settings["cg_tol"], self.preconditioner
@@ -361,40 +391,5 @@ class TrustRegionOptimizer(Optimizer):
         assert ggn is not None
         index = subsample_index(ggn.num_samples, settings["fvp_subsample"], kl.device)
         used = ggn.num_samples if index is None else len(index)
-        return ggn_vector_product(ggn.outputs_fn, ggn.output_fisher_vp, params, index, used)
-
-
-# -------------------------------------------------------------------- helpers
-def _validate(group: dict[str, Any]) -> None:
-    checks = [
-        ("max_kl", group["max_kl"] > 0, "> 0"),
-        ("damping", group["damping"] >= 0, ">= 0"),
-        ("cg_iters", _is_int(group["cg_iters"]) and group["cg_iters"] >= 1, "an integer >= 1"),
-        (
-            "backtrack_iters",
-            _is_int(group["backtrack_iters"]) and group["backtrack_iters"] >= 0,
-            "an integer >= 0",
-        ),
-        ("backtrack_coeff", 0 < group["backtrack_coeff"] < 1, "in (0, 1)"),
-        ("accept_ratio", group["accept_ratio"] >= 0, ">= 0"),
-        ("fvp_subsample", 0 < group["fvp_subsample"] <= 1, "in (0, 1]"),
-        ("cg_tol", group["cg_tol"] >= 0, ">= 0"),
-    ]
-    for name, ok, allowed in checks:
-        value = group[name]
-        if not _is_number(value) or not ok or not math.isfinite(value):
-            raise ValueError(f"Invalid {name}: {value!r} (must be {allowed})")
-    if group["fvp"] not in FVP_MODES:
-        raise ValueError(f"Invalid fvp: {group['fvp']!r} (must be one of {FVP_MODES})")
-    if group["step_scaling"] not in STEP_SCALINGS:
-        raise ValueError(
-            f"Invalid step_scaling: {group['step_scaling']!r} (must be one of {STEP_SCALINGS})"
-        )
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+        terms = used * ggn.positions_per_sample
+        return ggn_vector_product(ggn.outputs_fn, ggn.output_fisher_vp, params, index, terms)
