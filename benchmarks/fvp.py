@@ -22,12 +22,11 @@ Our rows use ``trust_region``'s public functions, as ``TrustRegionOptimizer.step
 ``hessian_vector_product`` ("hessian"), ``ggn_vector_product`` ("ggn", optionally on a 20%
 subsample of the batch) and ``conjugate_gradient_solve``; "ggn + K-FAC" adds a Kronecker-factored
 preconditioner (:func:`kfac_preconditioner`, built from the policy's ``nn.Linear`` layers, the
-kind ``TrustRegionOptimizer(preconditioner=...)`` accepts). "output layer eliminated"
-(:class:`HeadElimination`) is a different solver, written with ``torch.func`` and
-``conjugate_gradient_solve``: the mean is linear in the output layer and its Fisher block is
-exactly Kronecker, so that layer (and the log-std, whose block is ``2·I``) is eliminated exactly
-and CG runs on the Schur complement over the hidden layers, which is far better conditioned.
-"ggn-head (trust_region)" is the same method as the library ships it: the policy described by a
+kind ``TrustRegionOptimizer(preconditioner=...)`` accepts). "ggn-head (trust_region)" solves
+with the output layer eliminated: the mean is linear in the output layer and its Fisher block
+is exactly Kronecker, so that layer (and the log-std, whose block is ``2·I``) is eliminated
+exactly and CG runs on the Schur complement over the hidden layers, which is far better
+conditioned. It is the method as the library ships it: the policy described by a
 ``trust_region.LinearHead`` and solved by ``trust_region.linear_head_solve``, exactly what
 ``TrustRegionOptimizer.step`` runs when the closure's ``GGNClosureResult`` carries that
 ``linear_head`` (``StepResult.fvp == "ggn-head"``; the optimizer's one-off check of the
@@ -106,8 +105,7 @@ class Case:
         log_std (float): initial log-std of every action dimension; below 0, as later in
             training, the mean's Fisher grows as ``exp(−2 log_std)`` and CG needs more steps.
         iterations (tuple of int): CG iteration counts tried for our solves.
-        schur_iterations (tuple of int): the same for "output layer eliminated" and
-            "ggn-head (trust_region)".
+        schur_iterations (tuple of int): the same for "ggn-head (trust_region)".
         repeats (int): timed runs per measurement (the median is reported).
     """
 
@@ -449,155 +447,6 @@ def solve_ours(
     return Solve(result.solution.detach(), count[0])
 
 
-# ------------------------------------------- output layer eliminated (Schur complement)
-@dataclass(frozen=True)
-class LinearizedFeatures:
-    """The hidden layers' map ``θ_hidden -> features`` linearised at the current parameters.
-
-    Attributes:
-        features (Tensor): ``(N, k)``, the last hidden activations.
-        jvp (callable): flat hidden-parameter vector ``v -> J v``, ``(N, k)``.
-        vjp (callable): ``(N, k)`` cotangent ``u -> Jᵀ u``, a flat hidden-parameter vector.
-    """
-
-    features: Tensor
-    jvp: Callable[[Tensor], Tensor]
-    vjp: Callable[[Tensor], Tensor]
-
-
-def linearize_features(
-    module: nn.Module, params: list[Tensor], inputs: Tensor
-) -> LinearizedFeatures:
-    """One saved forward pass; ``J v`` by differentiating ``u -> Jᵀu`` (the trick that
-    ``ggn_vector_product`` uses), so neither product runs a forward pass."""
-    model_fn = functional_model(module, params)
-    sizes = [p.numel() for p in params]
-    with torch.enable_grad():
-        features, vjp_fn = torch.func.vjp(
-            lambda *values: model_fn(values, inputs), *(p.detach() for p in params)
-        )
-        probe = torch.zeros_like(features, requires_grad=True)
-        transposed = vjp_fn(probe)
-
-    def jvp(vector: Tensor) -> Tensor:
-        tangents = [
-            piece.view_as(p) for piece, p in zip(torch.split(vector, sizes), params, strict=True)
-        ]
-        with torch.enable_grad():
-            return torch.autograd.grad(transposed, probe, tangents, retain_graph=True)[0]
-
-    def vjp(cotangent: Tensor) -> Tensor:
-        return torch.cat([g.reshape(-1) for g in vjp_fn(cotangent)])
-
-    return LinearizedFeatures(features.detach(), jvp, vjp)
-
-
-@dataclass(frozen=True)
-class HeadElimination:
-    r"""The damped Fisher of ``mean = features(θ_h) Wᵀ + b``, ``log_std`` state-independent, in
-    blocks, for solving it with the linear output layer ("head", ``V = [W | b]``) eliminated.
-
-    With ``a = [features, 1]`` ``(N, k+1)``, ``H = diag(exp(−2 log_std))`` and ``J_h`` the
-    Jacobian of the mean with respect to the hidden parameters, the damped Fisher is::
-
-        log_std:  (2 + λ) I, coupled to nothing
-        head:     F_vv V = H V A + λ V,  A = aᵀa / N  (exactly Kronecker: solved in A's eigenbasis)
-        coupling: F_vh v = (1/N) (H J_h v)ᵀ a
-        hidden:   F_hh v = (1/N) J_hᵀ H J_h v + λ v
-
-    CG runs on the Schur complement ``S = F_hh − F_hv F_vv⁻¹ F_vh``, whose spectrum lacks the
-    head's large eigenvalues; each ``S v`` costs one ``J_h`` and one ``J_hᵀ`` product.
-    """
-
-    linear: LinearizedFeatures
-    augmented: Tensor  # a, (N, k+1)
-    head_weight: Tensor  # W, (out, k)
-    precision: Tensor  # diag(H), (out,)
-    input_values: Tensor  # eigenvalues of A, (k+1,)
-    input_basis: Tensor  # eigenvectors of A, (k+1, k+1)
-    damping: float
-
-    def head_solve(self, block: Tensor) -> Tensor:
-        """``F_vv⁻¹ V`` for ``V`` of shape ``(out, k+1)``."""
-        rotated = block.double() @ self.input_basis
-        denominator = self.precision[:, None] * self.input_values[None, :] + self.damping
-        return ((rotated / denominator) @ self.input_basis.T).to(block.dtype)
-
-    def hidden_to_outputs(self, vector: Tensor) -> Tensor:
-        return self.linear.jvp(vector) @ self.head_weight.T  # J_h v, (N, out)
-
-    def outputs_to_hidden(self, tangent: Tensor) -> Tensor:
-        weighted = (tangent * self.precision.to(tangent.dtype)) @ self.head_weight
-        return self.linear.vjp(weighted) / len(tangent)  # (1/N) J_hᵀ H t
-
-    def outputs_to_head(self, tangent: Tensor) -> Tensor:
-        weighted = tangent * self.precision.to(tangent.dtype)
-        return weighted.T @ self.augmented / len(tangent)  # (out, k+1)
-
-    def head_to_outputs(self, block: Tensor) -> Tensor:
-        return self.augmented @ block.T  # (N, out)
-
-    def schur_product(self, vector: Tensor) -> Tensor:
-        outputs = self.hidden_to_outputs(vector)
-        head = self.head_solve(self.outputs_to_head(outputs))
-        coupled = self.outputs_to_hidden(outputs - self.head_to_outputs(head))
-        return coupled + self.damping * vector
-
-
-def head_elimination(
-    policy: GaussianPolicy, observations: Tensor, damping: float
-) -> HeadElimination:
-    hidden_module, head = policy.body[:-1], policy.body[-1]
-    linear = linearize_features(hidden_module, list(hidden_module.parameters()), observations)
-    augmented = torch.cat([linear.features, linear.features.new_ones(len(observations), 1)], 1)
-    second_moment = augmented.T.double() @ augmented.double() / len(observations)
-    input_values, input_basis = torch.linalg.eigh(second_moment)
-    precision = torch.exp(-2.0 * policy.log_std.detach().double())
-    return HeadElimination(
-        linear, augmented, head.weight.detach(), precision, input_values.clamp(min=0),
-        input_basis, damping,
-    )  # fmt: skip
-
-
-def schur_product(policy: GaussianPolicy, batch: Batch) -> Product:
-    return head_elimination(policy, batch.observations, DAMPING).schur_product
-
-
-def hidden_size(policy: GaussianPolicy) -> int:
-    return sum(p.numel() for p in policy.body[:-1].parameters())
-
-
-def solve_head_eliminated(policy: GaussianPolicy, batch: Batch, iters: int, cg_tol: float) -> Solve:
-    """``(F + λI) s = −g`` by CG on the Schur complement of the output layer, then
-    back-substitution; the log-std part is solved exactly. Counts the right-hand side and the
-    back-substitution (one ``J_hᵀ`` and one ``J_h`` product) as one Fisher product."""
-    params = list(policy.parameters())
-    loss, _, _ = surrogate_and_kl(policy, batch)
-    grads = torch.autograd.grad(loss, params, retain_graph=True)
-    rhs = {id(p): -g for p, g in zip(params, grads, strict=True)}
-    hidden_params, head = list(policy.body[:-1].parameters()), policy.body[-1]
-    elimination = head_elimination(policy, batch.observations, DAMPING)
-
-    rhs_hidden = torch.cat([rhs[id(p)].reshape(-1) for p in hidden_params])
-    rhs_head = torch.cat([rhs[id(head.weight)], rhs[id(head.bias)][:, None]], dim=1)
-    head_part = elimination.head_to_outputs(elimination.head_solve(rhs_head))
-    schur_rhs = rhs_hidden - elimination.outputs_to_hidden(head_part)
-    product, count = counted(elimination.schur_product)
-    step_hidden = conjugate_gradient_solve(product, schur_rhs, iters, cg_tol).solution
-    coupling = elimination.outputs_to_head(elimination.hidden_to_outputs(step_hidden))
-    step_head = elimination.head_solve(rhs_head - coupling)
-
-    steps = dict(zip(map(id, hidden_params), unflatten(step_hidden, hidden_params), strict=True))
-    steps[id(head.weight)], steps[id(head.bias)] = step_head[:, :-1], step_head[:, -1]
-    steps[id(policy.log_std)] = rhs[id(policy.log_std)] / (2.0 + DAMPING)
-    solution = torch.cat([steps[id(p)].reshape(-1) for p in params]).detach()
-    return Solve(solution, count[0] + 1)
-
-
-def unflatten(vector: Tensor, like: list[Tensor]) -> tuple[Tensor, ...]:
-    return torch.split(vector, [p.numel() for p in like])
-
-
 # ------------------------------------------------ the library's mode: trust_region.LinearHead
 def policy_linear_head(policy: GaussianPolicy, observations: Tensor) -> LinearHead:
     """The policy's structure as ``trust_region`` takes it: features = the hidden layers, the
@@ -620,7 +469,7 @@ def policy_linear_head(policy: GaussianPolicy, observations: Tensor) -> LinearHe
 def solve_library_head(policy: GaussianPolicy, batch: Batch, iters: int, cg_tol: float) -> Solve:
     """What ``TrustRegionOptimizer.step`` does in "ggn-head" mode up to the search direction:
     ``trust_region.linear_head_solve``. Counts the right-hand side and the back-substitution as
-    one Fisher product, as "output layer eliminated" does."""
+    one Fisher product."""
     params = list(policy.parameters())
     loss, _, _ = surrogate_and_kl(policy, batch)
     grad = flat_grad(loss, params)
@@ -651,7 +500,6 @@ def methods(case: Case) -> list[Method]:
             case.iterations,
         ),
         Method("ggn + K-FAC", partial(solve_ours, mode="ggn", kfac=True), case.iterations),
-        Method("output layer eliminated", solve_head_eliminated, case.schur_iterations),
         Method(LIBRARY_HEAD, solve_library_head, case.schur_iterations),
     ]
 
@@ -726,7 +574,6 @@ def product_timings(policy: GaussianPolicy, batch: Batch, repeats: int) -> dict[
     """Seconds of one forward+backward pass and of one product of each mode."""
     samples = batch.observations.shape[0]
     full = torch.randn(PRODUCTS_PER_TIMING, sum(p.numel() for p in policy.parameters()))
-    hidden = torch.randn(PRODUCTS_PER_TIMING, hidden_size(policy))
     makers: dict[str, tuple[Callable[[], Product], Tensor]] = {
         "anchor: sb3-contrib (reused ∇KL graph)": (lambda: anchor_product(policy, batch), full),
         "hessian (trust_region)": (
@@ -740,10 +587,6 @@ def product_timings(policy: GaussianPolicy, batch: Batch, repeats: int) -> dict[
         f"ggn subsample {SUBSAMPLE}": (
             lambda: ggn_product(policy, batch, subsample_index(samples, SUBSAMPLE)),
             full,
-        ),
-        "output layer eliminated (Schur complement)": (
-            lambda: schur_product(policy, batch),
-            hidden,
         ),
     }
     measurements = {FORWARD_BACKWARD: lambda: elapsed(lambda: forward_backward(policy, batch))}

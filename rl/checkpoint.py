@@ -219,25 +219,29 @@ def check_world_size(checkpoint: Mapping[str, Any], run_dir: str | Path, world_s
 
 # ------------------------------------------------------------------------------- state
 def build_checkpoint(
-    config: TRPOConfig,
-    state: TrainingState,
-    envs: VectorEnvs,
-    collector: RolloutCollector,
-    seconds: float,
+    config: TRPOConfig, state: TrainingState, snapshot: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Everything a run needs to continue training exactly, as plain data."""
-    env_state = capture_env_state(envs, collector)
+    """Everything a run needs to continue training exactly, as plain data: ``state``'s
+    networks and optimizers with the envs, RNGs and statistics of ``snapshot``
+    (``Checkpointer.capture``)."""
     saved = state.state_dict(config.model_dump(mode="json"))
-    saved["model"]["obs_normalizer"] = env_state["obs_normalizer"]
-    if envs.reward_normalizer is not None:
-        saved["model"]["reward_statistics"] = reward_statistics(envs.reward_normalizer)
-    return {
+    saved["model"]["obs_normalizer"] = snapshot["envs"]["obs_normalizer"]
+    if snapshot["reward_statistics"] is not None:
+        saved["model"]["reward_statistics"] = snapshot["reward_statistics"]
+    progress = {**saved["progress"], "last_evaluation": snapshot["last_evaluation"]}
+    checkpoint = {
         "format": CHECKPOINT_FORMAT,
         "config": config.model_dump(mode="json"),
         **saved,
-        "envs": env_state,
-        "progress": {**saved["progress"], "time": seconds},
+        "rng": snapshot["rng"],
+        "envs": snapshot["envs"],
+        "progress": {**progress, "time": snapshot["seconds"]},
     }
+    rank_states = snapshot["rank_states"]
+    if rank_states is not None and len(rank_states) > 1:
+        checkpoint["world_size"] = len(rank_states)
+        checkpoint[RANK_STATES] = rank_states[1:]
+    return checkpoint
 
 
 RANK_STATES = "rank_states"  # checkpoint key: [{"envs", "rng"}] of ranks 1 .. K-1
@@ -359,38 +363,57 @@ class Checkpointer:
         every = self.config.checkpoint_every
         return every > 0 and self.state.iteration % every == 0
 
-    def save(self, seconds: float) -> Path:
-        """Write a checkpoint of the current state (once per iteration). In a job every
-        rank calls it at the same iteration: each sends its envs' and RNGs' state to the
-        main rank, which writes one checkpoint for the job (its own state where a single
-        process keeps it, the others' under ``"rank_states"``, and ``"world_size"``).
+    def capture(self, seconds: float) -> dict[str, Any] | None:
+        """This iteration's checkpoint but its networks and optimizers, taken now on every
+        rank (the others' envs and RNGs gathered to the main rank; every rank calls it at
+        the same iteration), or None when it is written already. ``write`` completes it:
+        the networks and optimizers change only in the next update, so the loop may let
+        the value fit finish beside the next rollout first."""
+        if self.saved_iteration == self.state.iteration:
+            return None
+        envs = capture_env_state(self.envs, self.collector)
+        rng = capture_rng_states(self.state.generators)
+        own = {"envs": envs, "rng": rng} if self.comm.world_size > 1 else None
+        reward_normalizer = self.envs.reward_normalizer
+        return {
+            "iteration": self.state.iteration,
+            "seconds": seconds,
+            "envs": envs,
+            "rng": rng,
+            "rank_states": self.comm.gather_to_main(own),
+            "reward_statistics": None
+            if reward_normalizer is None
+            else reward_statistics(reward_normalizer),
+            "last_evaluation": self.state.last_evaluation,
+        }
+
+    def write(self, snapshot: Mapping[str, Any] | None) -> Path:
+        """Write the checkpoint of ``snapshot`` (the main rank; nothing for None).
 
         Raises:
             CheckpointWriteError: the file system refused the write (disk full, read-only);
                 the checkpoints already there are intact.
         """
-        path, iteration, comm = self.directory / CHECKPOINT_FILE, self.state.iteration, self.comm
-        if self.saved_iteration == iteration:
+        path = self.directory / CHECKPOINT_FILE
+        if snapshot is None:
             return path
-        own = None
-        if comm.world_size > 1:
-            own = {
-                "envs": capture_env_state(self.envs, self.collector),
-                "rng": capture_rng_states(self.state.generators),
-            }
-        rank_states = comm.gather_to_main(own)
-        if comm.is_main:
-            saved = build_checkpoint(self.config, self.state, self.envs, self.collector, seconds)
-            if rank_states is not None and comm.world_size > 1:
-                saved["world_size"] = len(rank_states)
-                saved[RANK_STATES] = rank_states[1:]
+        if self.comm.is_main:
             try:
-                write_checkpoint(saved, self.directory)
+                write_checkpoint(
+                    build_checkpoint(self.config, self.state, snapshot), self.directory
+                )
             except OSError as error:
                 raise CheckpointWriteError(
-                    f"cannot write the checkpoint of iteration {iteration} to "
+                    f"cannot write the checkpoint of iteration {snapshot['iteration']} to "
                     f"{str(self.directory)!r}: {error.strerror or error}; the checkpoints "
                     "already there are intact"
                 ) from error
-        self.saved_iteration = iteration
+        self.saved_iteration = snapshot["iteration"]
         return path
+
+    def save(self, seconds: float) -> Path:
+        """Write a checkpoint of the current state (once per iteration); in a job every rank
+        calls it at the same iteration, and the main rank writes one for the job (its own
+        envs and RNGs where a single process keeps them, the others' under
+        ``"rank_states"``, and ``"world_size"``)."""
+        return self.write(self.capture(seconds))

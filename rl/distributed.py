@@ -57,11 +57,10 @@ from rl.comm import (
     RANK_SEED_STRIDE,
     DistributedComm,
     RunningMoments,
-    gather_rows,
     merge_running_moments,
     rank_seed,
 )
-from rl.value import Snapshot, apply_gradients, fit_value, minibatch_gradients
+from rl.value import Snapshot, apply_gradients, minibatch_gradients
 
 __all__ = [
     "RANK_SEED_STRIDE",
@@ -69,7 +68,6 @@ __all__ = [
     "RunningMoments",
     "default_backend",
     "fit_value_data_parallel",
-    "fit_value_replicated",
     "init_process_group_from_env",
     "merge_running_moments",
     "minibatch_shares",
@@ -189,34 +187,3 @@ def fit_value_data_parallel(
             apply_gradients(optimizer, parameters, views)
             losses.append(flat[-1].clone())
     return undo.finish(losses)
-
-
-def fit_value_replicated(
-    value: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    observations: Tensor,
-    returns: Tensor,
-    epochs: int,
-    minibatch_size: int,
-    generator: torch.Generator | None,
-    group: dist.ProcessGroup,
-) -> float:
-    """``rl.value.fit_value`` on the job's whole batch, on every rank of ``group`` alike.
-
-    The ranks' ``(M_r, obs_dim)`` observations and ``(M_r,)`` returns are gathered in rank
-    order (``rl.comm.gather_rows``); every rank then runs the same fit with minibatches of
-    ``K · minibatch_size`` samples, ``K`` the ranks. ``generator`` must be in the same
-    state on every rank; the parameters then stay equal with no further communication
-    (the results are deterministic on CPU). ``rl.loop`` does the same in two steps
-    (``DistributedComm.value_batch``, then the fit in the value-fit process).
-
-    Returns:
-        float: the mean minibatch loss of the last epoch; NaN if the fit was undone.
-    """
-    world_size = dist.get_world_size(group)
-    union_observations = gather_rows(observations, group)
-    union_returns = gather_rows(returns, group)
-    return fit_value(
-        value, optimizer, union_observations, union_returns, epochs,
-        minibatch_size * world_size, generator,
-    )  # fmt: skip

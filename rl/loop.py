@@ -9,11 +9,13 @@ shows progress and evaluates. One iteration::
     update      GAE with the value function; the value fit started (in the value-fit
                 process where it can run there); one trust-region policy step
     metrics     samples, entropy, explained variance, episodes: reduced over ranks
-    value fit   resolved now, or left running beside the next rollout when nothing reads
-                the value function before the next GAE (its row is written then)
-    evaluate    every eval_every steps (main rank)
-    checkpoint  every checkpoint_every iterations, on a stop signal and at the end
-    stop        a signal on any rank stops every rank after the iteration
+    stop?       a signal on any rank stops every rank after the iteration
+    evaluate    every eval_every steps (main rank; it needs only the policy)
+    checkpoint  every checkpoint_every iterations, on a stop signal and at the end: the
+                envs and RNGs captured now, the networks and optimizers once the fit is done
+    value fit   resolved now, or left running beside the next rollout (unless training
+                stops or a callback wants each iteration whole); the row, the evaluation
+                and the checkpoint are written, in that order, when it is done
 
 Each iteration's metrics row (one line of metrics.jsonl): step, iteration, samples (valid
 slots learned from), episodes (finished this iteration), episode_return_mean and
@@ -31,6 +33,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -96,6 +99,7 @@ def train(
     """Train ``agent`` until ``total_steps``; ``files`` (the main rank's run directory, if
     any) is locked by the caller."""
     config, comm = agent.config, agent.comm
+    fit_process = value_fit_process(agent)  # first: it starts while the envs are made
     display = progress if comm.is_main else make_progress("none", total_steps)
     if files is not None:
         files.write_config(config.to_yaml())
@@ -110,23 +114,18 @@ def train(
         checkpoints = Checkpointer(config, agent.state, comm, config.run_dir, envs, collector)
     agent.stopped_by = None
     signals = agent._signals = StopOnSignals(active=config.run_dir is not None).install()
-    fit_process = value_fit_process(agent)
     overlap = fit_process is not None and callback is None
-    pending: PendingFit | None = None  # a value fit running beside the next rollout
-    waiting: dict[str, Any] = {}  # ... and the metrics row that waits for its loss
+    later: Finished | None = None  # an iteration whose value fit runs beside this rollout
     try:
         while agent.step < total_steps:
             start = time.perf_counter()
             rollout = collect(agent, collector)
             rollout_seconds = time.perf_counter() - start
-            if pending is not None:  # the GAE of this update needs the value function
-                waiting["value_loss"] = resolve(agent, pending, waiting["iteration"])
-                pending = None
+            if later is not None:  # the GAE of this update needs the value function
+                later.complete(agent, files, display, checkpoints, clock)
+                later = None
             row, fit = update(agent, rollout, fit_process)
             row |= {"rollout_time": rollout_seconds, "update_time": None}  # (filled below)
-            if waiting:
-                write_row(files, display, waiting)
-                waiting = {}
             finished = int(envs.episode_stats.episode_count) - episodes_seen
             episodes_seen += finished
             stats = envs.episode_stats
@@ -137,25 +136,24 @@ def train(
             evaluate = evaluation_due(agent, total_steps) or (last and final_evaluation)
             agent.stopped_by = comm.agree_to_stop(signals.signal_name)
             save = checkpoints is not None and (checkpoints.due() or bool(agent.stopped_by))
-            if overlap and not (last or evaluate or save or agent.stopped_by):
-                # Nothing reads the value function before the next GAE: its fit runs beside
-                # the next rollout; this row is written once the fit is done.
-                row["update_time"] = time.perf_counter() - start - rollout_seconds
-                pending, waiting = fit, row | clock.rates(agent.step)
-                continue
-            row["value_loss"] = resolve(agent, fit, row["iteration"])
+            # Nothing reads the value function before the next GAE: its fit may run beside
+            # the next rollout (deferred), the row and checkpoint written once it is done.
+            defer = overlap and not (last or agent.stopped_by)
+            done = Finished(fit, row, evaluate=evaluate, save=save)
+            if defer and evaluate:  # evaluated now: it needs only the policy
+                done.evaluation, done.evaluate = evaluate_during_training(agent, clock), False
+                agent.stopped_by = comm.agree_to_stop(signals.signal_name)  # one during it?
+                defer, done.save = not agent.stopped_by, save or bool(agent.stopped_by)
+            if not defer:
+                fit.result()  # (update_time includes the wait)
             row["update_time"] = time.perf_counter() - start - rollout_seconds
             row |= clock.rates(agent.step)
-            write_row(files, display, row)
-            if evaluate and comm.is_main:
-                evaluation = evaluate_during_training(agent, clock)
-                if evaluation is not None:
-                    if files is not None:
-                        files.append_eval(evaluation)
-                    display.evaluation(evaluation)
-            if save:
-                assert checkpoints is not None
-                checkpoints.save(clock.time())
+            if defer:  # the checkpoint's envs and RNGs are taken now
+                if done.save and checkpoints is not None:
+                    done.snapshot, done.save = checkpoints.capture(clock.time()), False
+                later = done
+                continue
+            done.complete(agent, files, display, checkpoints, clock)
             if callback is not None and callback(agent, row) is False:
                 break
             agent.stopped_by = comm.agree_to_stop(signals.signal_name)  # one in the callback?
@@ -164,10 +162,10 @@ def train(
         if checkpoints is not None:
             checkpoints.save(clock.time())
     except BaseException:
+        if later is not None:  # an env fault or a second Ctrl-C in the next rollout: the
+            with contextlib.suppress(BaseException):  # deferred iteration is whole: write it
+                later.complete(agent, files, display, checkpoints, clock, in_sync=False)
         display.abort()
-        if pending is not None:
-            with contextlib.suppress(BaseException):
-                pending.result()
         raise
     finally:
         signals.uninstall()
@@ -230,6 +228,49 @@ def summary(agent: TRPO, seconds: float) -> dict[str, Any]:
         done["eval_mean_return"] = agent.last_evaluation["mean_return"]
         done["eval_std_return"] = agent.last_evaluation["std_return"]
     return done
+
+
+@dataclass
+class Finished:
+    """An iteration whose update is done: its value fit (perhaps still running) and metrics
+    row, and its evaluation and checkpoint snapshot when they were taken before the fit was
+    done (``evaluate``/``save``: take them in ``complete``)."""
+
+    fit: PendingFit
+    row: dict[str, Any]
+    evaluation: dict[str, Any] | None = None
+    snapshot: dict[str, Any] | None = None
+    evaluate: bool = False
+    save: bool = False
+
+    def complete(
+        self,
+        agent: TRPO,
+        files: RunFiles | None,
+        display: Progress,
+        checkpoints: Checkpointer | None,
+        clock: Clock,
+        in_sync: bool = True,
+    ) -> None:
+        """Wait for the value fit, then write the row, the evaluation and the checkpoint, in
+        that order (the row before an evaluation that may be long; a checkpoint never
+        precedes its iteration's rows). ``in_sync``: every rank completes this iteration
+        here (else no collective is issued)."""
+        if in_sync:
+            self.row["value_loss"] = resolve(agent, self.fit, self.row["iteration"])
+        else:
+            self.row["value_loss"] = self.fit.result()
+        write_row(files, display, self.row)
+        evaluation = self.evaluation
+        if self.evaluate:
+            evaluation = evaluate_during_training(agent, clock)
+        if evaluation is not None:
+            if files is not None:
+                files.append_eval(evaluation)
+            display.evaluation(evaluation)
+        if checkpoints is not None:
+            snapshot = checkpoints.capture(clock.time()) if self.save else self.snapshot
+            checkpoints.write(snapshot)
 
 
 def write_row(files: RunFiles | None, display: Progress, row: dict[str, Any]) -> None:
@@ -383,8 +424,11 @@ def evaluation_due(agent: TRPO, total_steps: int) -> bool:
 
 
 def evaluate_during_training(agent: TRPO, clock: Clock) -> dict[str, Any] | None:
-    """The evaluation of this iteration, or None when a stop signal cut it short (the
-    loop then checkpoints and stops, as after any iteration)."""
+    """The evaluation of this iteration (main rank; None on the others), or None when a
+    stop signal cut it short (the loop then checkpoints and stops, as after any
+    iteration)."""
+    if not agent.comm.is_main:
+        return None
     with clock.paused():
         try:
             stats = agent.evaluate(agent.config.eval_episodes)

@@ -89,8 +89,8 @@ class FiniteCheck:
     ``rl.envs.RefuseNonFinite`` refuses NaN and infinities as the envs return them (naming
     the sub-env before normalization spreads a NaN to all of them); this checks what is
     stored, which a finite float64 beyond 3.4e38 or a normalization overflow still makes
-    infinite. The same screen, a dot product with ones per row, about 1 µs; uint8 (image)
-    observations are always finite.
+    infinite. The same screen, a dot product with ones per row; uint8 (image) observations
+    are always finite.
 
     Args:
         observations (Tensor): the ``(T + 1, N, obs_dim)`` buffer (CPU).

@@ -20,6 +20,7 @@ import atexit
 import contextlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from multiprocessing import resource_tracker
@@ -86,7 +87,7 @@ class ValueFitProcess:
             name="rl-value-fit",
             daemon=True,
         )
-        with _stop_signals_held():
+        with _stop_signals_held(), _main_module_hidden():
             self._process.start()
         child_end.close()
         # before multiprocessing's own exit handler, which would wait for a child that
@@ -218,6 +219,24 @@ def _stop_signals_held() -> Iterator[None]:
         for number, handler in previous.items():
             signal.signal(number, handler if handler is not None else signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """While the child is spawned: ``__main__`` without ``__spec__`` and ``__file__``, so
+    that spawn does not run the user's script (or ``rl.cli``) again in the child, as it
+    does for a script whose training is not under ``if __name__ == "__main__":``."""
+    main = sys.modules["__main__"]
+    saved = {
+        name: main.__dict__[name] for name in ("__spec__", "__file__") if name in main.__dict__
+    }
+    main.__dict__["__spec__"] = None
+    main.__dict__.pop("__file__", None)
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
 
 
 # ------------------------------------------------------------------------- the child

@@ -1,10 +1,10 @@
 """Gymnasium's vector statistics wrappers at a lower cost, the non-finite check, and the
 frozen normalization statistics used outside training.
 
-gymnasium's vector RecordEpisodeStatistics, NormalizeObservation and NormalizeReward
-cost about 80 µs per vector step of 2 envs (a HalfCheetah-v5 step of both is about 100
-µs): np.mean and np.var on a (2, 17) batch are Python functions around a few ufuncs,
-and the masked updates index arrays several times per step. The Lean subclasses give
+gymnasium's vector RecordEpisodeStatistics, NormalizeObservation and NormalizeReward cost
+almost as much per vector step as a HalfCheetah-v5 step of both envs (docs/rollout_costs.md):
+np.mean and np.var on a (2, 17) batch are Python functions around a few ufuncs, and the
+masked updates index arrays several times per step. The Lean subclasses give
 the same numbers (bit for bit, tested against gymnasium's) with fewer numpy calls: the
 ufuncs that np.mean/np.var run, called directly, and the masking skipped on the steps
 (almost all of them) where no sub-env is in a NEXT_STEP reset slot. They keep the
@@ -150,8 +150,8 @@ class RefuseNonFinite(VectorWrapper):
     """Raises ``rl.errors.NonFiniteEnvError`` naming the sub-env when one returns a NaN or
     infinite observation or reward, before the statistics wrappers above it average it in.
 
-    The screen is the sum of each array as one dot product with ones, about 1 µs (NaN or
-    ±inf for any NaN or ±inf; ``np.isfinite(x).all()`` costs about 2.5 µs); the exact search
+    The screen is the sum of each array as one dot product with ones (NaN or ±inf for any
+    NaN or ±inf; cheaper than ``np.isfinite(x).all()``); the exact search
     runs only when it fires, so a sum that overflows (values near the dtype's maximum) costs
     that search but raises nothing. Integer observations are not screened.
     The error's ``vector_step`` is None here; ``rl.rollout`` fills it in.

@@ -24,9 +24,9 @@ import rl
 from rl.checkpoint import read_checkpoint
 from rl.cli import main as trpo_main
 from rl.distributed import (
+    DistributedComm,
     RunningMoments,
     fit_value_data_parallel,
-    fit_value_replicated,
     merge_running_moments,
     minibatch_shares,
     rank_seed,
@@ -119,9 +119,15 @@ def unit_worker(rank: int, world_size: int, store: str, out: str) -> None:
                 returns.to(dtype),
             )
             optimizer = torch.optim.Adam(value.parameters(), lr=1e-2)
-            replicated_loss = fit_value_replicated(
-                value, optimizer, observations[shard], returns[shard], EPOCHS, MINIBATCH,
-                torch.Generator().manual_seed(10), dist.group.WORLD,
+            # what rl.loop does: the job's batch gathered (DistributedComm.value_batch),
+            # then the single-process fit with K times the minibatch
+            comm = DistributedComm(value_fit="replicate")
+            batch_observations, batch_returns, factor = comm.value_batch(
+                observations[shard], returns[shard]
+            )
+            replicated_loss = rl.value.fit_value(
+                value, optimizer, batch_observations, batch_returns, EPOCHS,
+                MINIBATCH * factor, torch.Generator().manual_seed(10),
             )  # fmt: skip
             replicated[str(dtype)] = ([p.detach() for p in value.parameters()], replicated_loss)
         common, rank_batches = statistics_data()
