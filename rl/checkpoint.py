@@ -67,7 +67,6 @@ __all__ = [
     "latest_checkpoint",
     "load_run",
     "load_run_of_job",
-    "rank_checkpoint",
     "read_checkpoint",
     "restore_training_state",
     "write_checkpoint",
@@ -317,18 +316,32 @@ def load_run_of_job(
     run_dir: str | Path, total_steps: int | None, restart: bool, comm: Comm
 ) -> tuple[TRPOConfig, dict[str, Any] | None, Path | None]:
     """``load_run`` on the main rank of ``comm``'s job, its checkpoint checked to come from
-    a job of as many ranks, sent to every rank (its error raised on every rank)."""
+    a job of as many ranks (its error raised on every rank). Every rank receives the
+    config and the checkpoint's common part (broadcast) and only its own envs and RNGs
+    (scattered): each rank's checkpoint as it restores it."""
     loaded: Any = None
+    rank_parts: list[Any] | None = None
     if comm.is_main:
         try:
-            loaded = load_run(run_dir, total_steps, restart)
-            if loaded[1] is not None:
-                check_world_size(loaded[1], run_dir, comm.world_size)
+            config, checkpoint, path = load_run(run_dir, total_steps, restart)
+            if checkpoint is not None:
+                check_world_size(checkpoint, run_dir, comm.world_size)
+                rank_parts = [
+                    {k: rank_checkpoint(checkpoint, r)[k] for k in ("envs", "rng")}
+                    for r in range(comm.world_size)
+                ]
+                checkpoint = {
+                    k: v for k, v in checkpoint.items() if k not in ("envs", "rng", RANK_STATES)
+                }
+            loaded = (config, checkpoint, path)
         except Exception as error:  # raised on every rank: none waits for the others
             if comm.world_size == 1:
                 raise
             loaded = error
-    return comm.broadcast(loaded)
+    config, common, path = comm.broadcast(loaded)
+    if common is None:
+        return config, None, path
+    return config, {**common, **comm.scatter(rank_parts)}, path
 
 
 class Checkpointer:

@@ -32,6 +32,7 @@ __all__ = [
     "gather_rows",
     "merge_running_moments",
     "rank_seed",
+    "value_fit_mode",
 ]
 
 RANK_SEED_STRIDE = 10_000  # > the 1,024 envs a rank may have: no two sub-envs share a seed
@@ -78,6 +79,11 @@ class Comm:
         """Every rank's ``value`` in rank order on the main rank, None elsewhere."""
         return [value]
 
+    def scatter(self, values: list[Any] | None) -> Any:
+        """Rank r's item of the main rank's ``values`` (one per rank), on rank r."""
+        assert values is not None
+        return values[0]
+
     def agree_to_stop(self, signal_name: str | None) -> str | None:
         """The stop signal of any rank (the highest-numbered one: SIGTERM before SIGINT)."""
         return signal_name
@@ -113,6 +119,9 @@ class Comm:
             "episode_length_mean": float(np.mean(lengths)) if lengths else None,
         }
 
+    def setup(self, distributed_fit: str, device: torch.device) -> None:
+        """The agent's settings: ``value.distributed_fit`` and the device it trains on."""
+
     @property
     def value_fit(self) -> str:
         """How the job fits the value function: ``"local"`` (one process), ``"replicate"``
@@ -134,7 +143,7 @@ class DistributedComm(Comm):
     here: every process of the default group must build one.
     """
 
-    def __init__(self, group: dist.ProcessGroup | None = None, value_fit: str = "auto") -> None:
+    def __init__(self, group: dist.ProcessGroup | None = None) -> None:
         if not (dist.is_available() and dist.is_initialized()):
             raise RuntimeError(
                 "distributed training needs torch.distributed initialised: start the job "
@@ -145,12 +154,12 @@ class DistributedComm(Comm):
         self.rank = dist.get_rank(self.group)
         self.world_size = dist.get_world_size(self.group)
         self.value_group = dist.new_group(ranks=dist.get_process_group_ranks(self.group))
-        if value_fit == "auto":
-            value_fit = (
-                "replicate" if dist.get_backend(self.value_group) == "gloo" else "all_reduce"
-            )
-        self._value_fit = value_fit if self.world_size > 1 else "local"
+        self._value_fit = value_fit_mode("auto", torch.device("cpu"), self.world_size)
         self.device: Any = "cpu"  # of the scalar collectives: set to the agent's device
+
+    def setup(self, distributed_fit: str, device: torch.device) -> None:
+        self.device = device
+        self._value_fit = value_fit_mode(distributed_fit, device, self.world_size)
 
     def broadcast(self, value: Any) -> Any:
         box = [value]
@@ -166,6 +175,14 @@ class DistributedComm(Comm):
             value, gathered, dst=dist.get_global_rank(self.group, 0), group=self.group
         )
         return gathered
+
+    def scatter(self, values: list[Any] | None) -> Any:
+        box: list[Any] = [None]
+        source = dist.get_global_rank(self.group, 0)
+        dist.scatter_object_list(
+            box, values if self.is_main else None, src=source, group=self.group
+        )
+        return box[0]
 
     def all_gather(self, value: Any) -> list[Any]:
         gathered: list[Any] = [None] * self.world_size
@@ -260,6 +277,19 @@ class DistributedComm(Comm):
     def check_value_in_sync(self, value: nn.Module, iteration: int) -> None:
         if iteration % SYNC_CHECK_EVERY == 1:
             check_parameters_in_sync(list(value.parameters()), self.value_group)
+
+
+def value_fit_mode(distributed_fit: str, device: torch.device, world_size: int) -> str:
+    """``value.distributed_fit`` for a job of ``world_size`` ranks training on ``device``:
+    'auto' replicates when the value network is on the CPU (gloo: one all-reduce costs
+    about a millisecond, the fit takes hundreds of steps) and all-reduces per minibatch on
+    a GPU (NCCL). The backend name says nothing here: it is "cpu:gloo,cuda:nccl" on any
+    CUDA machine, CPU training included. One rank fits alone ("local")."""
+    if world_size == 1:
+        return "local"
+    if distributed_fit == "auto":
+        return "replicate" if device.type == "cpu" else "all_reduce"
+    return distributed_fit
 
 
 def _unbiased_variance(count: float, total: float, squares: float) -> float:

@@ -95,6 +95,11 @@ def init_process_group_from_env(timeout: timedelta = TIMEOUT) -> bool:
     """``init_process_group`` from torchrun's environment variables with
     ``default_backend()``; on CUDA each process first takes GPU ``LOCAL_RANK``.
 
+    In a job torchrun has restarted (``TORCHELASTIC_RESTART_COUNT`` > 0) on the store its
+    agent shares with the workers, the group's keys are put under ``rl/attempt_N/``: that
+    store outlives the attempts, and gloo would otherwise read the addresses the dead
+    workers of an earlier attempt wrote there (and fail with "Connection refused").
+
     Returns:
         bool: True if it initialised the group (the caller then destroys it), False if
         one was already initialised.
@@ -103,6 +108,19 @@ def init_process_group_from_env(timeout: timedelta = TIMEOUT) -> bool:
         return False
     if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT") or 0)
+    if attempt > 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        world_size = int(os.environ["WORLD_SIZE"])
+        agent_store = dist.TCPStore(
+            os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+            is_master=False, timeout=timeout,
+        )  # fmt: skip
+        store = dist.PrefixStore(f"rl/attempt_{attempt}/", agent_store)
+        dist.init_process_group(
+            backend=default_backend(), store=store, rank=int(os.environ["RANK"]),
+            world_size=world_size, timeout=timeout,
+        )  # fmt: skip
+        return True
     dist.init_process_group(backend=default_backend(), timeout=timeout)
     return True
 

@@ -17,17 +17,21 @@ tensors (``--set device=cuda``: rank r uses GPU ``LOCAL_RANK``).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import torch.distributed as dist
 
 from rl.cli import USAGE_ERROR, build_parser, run_command
 from rl.cli_train import train_command
+from rl.config import merge_dicts, parse_overrides, read_config_file
 from rl.distributed import DistributedComm, init_process_group_from_env, launched_by_torchrun
+from rl.run_files import CONFIG_FILE
 
 __all__ = ["main"]
 
@@ -50,6 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.handler = functools.partial(train_command, make_comm=DistributedComm)
         if rank != 0:  # rank 0 speaks for the job
             args.quiet, args.tensorboard = True, False
+        restart_error = _follow_restarts(args, rank)
+        if restart_error is not None:
+            if rank == 0:
+                print(f"rl.train: error: {restart_error}", file=sys.stderr)
+            code = USAGE_ERROR
+            return code
         with _stdout_silenced(rank != 0):
             if not args.quiet:
                 print(
@@ -65,6 +75,46 @@ def main(argv: Sequence[str] | None = None) -> int:
             if code == 0:  # every rank got here: tear the group down together
                 dist.barrier()
             dist.destroy_process_group()
+
+
+def _follow_restarts(args: argparse.Namespace, rank: int) -> str | None:
+    """torchrun's restart contract (``--max-restarts N``): a restarted job resumes its run.
+
+    When torchrun restarts the job (``TORCHELASTIC_RESTART_COUNT`` > 0) and ``--run-dir``
+    holds the run's config.yaml, the arguments become ``--resume RUN_DIR`` (with
+    ``--total-steps`` kept), with a line saying so: the run continues from its last
+    checkpoint, or afresh if it was killed before its first one; only the iterations since
+    that checkpoint are done again. Killed before it wrote config.yaml, it starts as the
+    first time. Returns an error (exit 2) for a job allowed restarts without ``--run-dir``:
+    a restart would start a new run. Rank 0 looks at the run directory for every rank.
+    """
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT") or 0)
+    allowed = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS") or 0)
+    if args.resume is not None or max(restarts, allowed) == 0:
+        return None
+    run_dir = args.run_dir or _run_dir_of(args)
+    if run_dir is None:
+        return (
+            f"--max-restarts {allowed} needs --run-dir RUN_DIR: a restarted job resumes the "
+            "run there (without one, each restart would start a new run)"
+        )
+    box = [(Path(run_dir) / CONFIG_FILE).is_file() if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    if restarts > 0 and box[0]:
+        if rank == 0:  # on stderr: said even with --quiet
+            print(f"rl.train: restart {restarts} of at most {allowed}: resuming {run_dir} "
+                  "from its last checkpoint", file=sys.stderr, flush=True)  # fmt: skip
+        args.resume, args.run_dir = run_dir, None
+        args.target, args.seed, args.num_envs, args.set = None, None, None, []
+    return None
+
+
+def _run_dir_of(args: argparse.Namespace) -> str | None:
+    """``run_dir`` as a config file or ``--set`` gives it (None if neither does)."""
+    target = Path(args.target) if args.target else None
+    data = read_config_file(target) if target is not None and target.is_file() else {}
+    run_dir = merge_dicts(data, parse_overrides(args.set)).get("run_dir")
+    return str(run_dir) if run_dir else None
 
 
 @contextlib.contextmanager

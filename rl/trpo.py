@@ -25,7 +25,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from rl.checkpoint import CheckpointWarning, load_run_of_job, rank_checkpoint
+from rl.checkpoint import CheckpointWarning, load_run_of_job
 from rl.cnn import is_image_space, make_image_policy, make_image_value
 from rl.comm import Comm, rank_seed
 from rl.config import TRPOConfig
@@ -132,6 +132,7 @@ class TRPO:
         check_device_available(self.device)
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
+        comm.setup(config.value.distributed_fit, self.device)
         if self.device.type == "cpu" and config.torch_threads > 0:
             torch.set_num_threads(config.torch_threads)
         self._env_factory = make_env_factory(config.env_id, config.env_kwargs, env_fn, config.atari)
@@ -168,7 +169,6 @@ class TRPO:
             torch.Generator().manual_seed(shuffle_seed + 1),
         )
         if comm.world_size > 1:
-            comm.device = self.device
             comm.broadcast_parameters(value)
 
         self.resumed_from: Path | None = None  # the checkpoint ``resume`` loaded
@@ -417,9 +417,8 @@ class TRPO:
         config, checkpoint, path = load_run_of_job(run_dir, total_steps, restart, comm)
         agent = cls(config, env_fn=env_fn, policy=policy, value=value, comm=comm)
         if checkpoint is not None:
-            own = rank_checkpoint(checkpoint, comm.rank)
-            agent.state.load_state_dict(own, config.env_id, agent.observation_dim)
-            agent.resumed_from, agent._resume_state = path, own
+            agent.state.load_state_dict(checkpoint, config.env_id, agent.observation_dim)
+            agent.resumed_from, agent._resume_state = path, checkpoint
         if comm.is_main:
             acquire_run_dir(run_dir)  # from now (rows rewritten) until ``learn`` ends
             agent._resume_hold = Path(run_dir)

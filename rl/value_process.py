@@ -253,7 +253,10 @@ def _serve(connection: Connection, parent: int, threads: int) -> None:
         signal.signal(number, signal.SIG_IGN)
     torch.set_num_threads(threads)
     _warm_up()
-    connection.send(("ok", "ready"))
+    try:
+        connection.send(("ok", "ready"))
+    except OSError:  # the training process is gone already
+        return
     value: nn.Module | None = None
     optimizer: torch.optim.Adam | None = None
     while True:

@@ -121,7 +121,8 @@ def unit_worker(rank: int, world_size: int, store: str, out: str) -> None:
             optimizer = torch.optim.Adam(value.parameters(), lr=1e-2)
             # what rl.loop does: the job's batch gathered (DistributedComm.value_batch),
             # then the single-process fit with K times the minibatch
-            comm = DistributedComm(value_fit="replicate")
+            comm = DistributedComm()
+            comm.setup("replicate", torch.device("cpu"))
             batch_observations, batch_returns, factor = comm.value_batch(
                 observations[shard], returns[shard]
             )
@@ -332,3 +333,14 @@ def test_a_job_of_one_rank_is_the_single_process_bit_for_bit(tmp_path: Path) -> 
     assert trpo_main(["train", *arguments, "--run-dir", str(tmp_path / "single")]) == 0
     assert rows(tmp_path / "job") == rows(tmp_path / "single")
     assert len(rows(tmp_path / "job")) == 4
+
+
+def test_auto_value_fit_follows_the_device_not_the_backend_name() -> None:
+    """On a CUDA machine the backend is "cpu:gloo,cuda:nccl" whatever the device: CPU
+    training there must still replicate (gloo), GPU training all-reduce (NCCL)."""
+    from rl.comm import value_fit_mode
+
+    assert value_fit_mode("auto", torch.device("cpu"), 2) == "replicate"
+    assert value_fit_mode("auto", torch.device("cuda", 0), 2) == "all_reduce"
+    assert value_fit_mode("all_reduce", torch.device("cpu"), 4) == "all_reduce"
+    assert value_fit_mode("replicate", torch.device("cpu"), 1) == "local"
