@@ -7,6 +7,7 @@ import json
 import math
 import os
 import pickle
+import socket
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
@@ -60,7 +61,7 @@ def _finite_or_none(value: Any) -> Any:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, fsync it and rename it over
     ``path``: a crash leaves the old file or the new one, never a torn one."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = path.with_name(f".{path.name}.{writer_tag()}.tmp")
     try:
         with open(temporary, "w") as file:
             file.write(text)
@@ -199,7 +200,7 @@ def atomic_torch_save(state: Any, path: str | Path, previous: str | Path | None 
     """
     path = Path(path)
     descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
+        prefix=f".{path.name}.{writer_tag()}.", suffix=".tmp", dir=path.parent
     )
     try:
         with os.fdopen(descriptor, "wb") as file:
@@ -222,7 +223,7 @@ def _keep_as_previous(path: Path, previous: Path) -> None:
     (some network and FAT file systems), ``path`` is renamed to ``previous``: until the new
     file is renamed in, only ``previous`` exists, which ``latest_checkpoint`` falls back to.
     """
-    link = previous.with_name(f".{previous.name}.{os.getpid()}.link.tmp")
+    link = previous.with_name(f".{previous.name}.{writer_tag()}.link.tmp")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(link)
     try:
@@ -240,11 +241,13 @@ def _keep_as_previous(path: Path, previous: Path) -> None:
 
 def remove_stale_temporaries(directory: str | Path) -> list[Path]:
     """Delete the temporary files that writes killed midway left in ``directory``
-    (``.checkpoint.pt.PID.*.tmp``, ``.config.yaml.PID.tmp`` and the like); returns them.
+    (``.checkpoint.pt.HOST-PID.*.tmp``, ``.config.yaml.HOST-PID.tmp`` and the like);
+    returns them.
 
-    Every temporary name carries its writer's process id: only those of processes that no
-    longer exist are deleted, so processes writing into one run directory together (the
-    ranks of a distributed run) keep theirs.
+    Every temporary name carries its writer's host and process id (``writer_tag``): only
+    those of this host's processes that no longer exist are deleted, so processes writing
+    into one run directory together (the ranks of a distributed run, on this node or on
+    others sharing the file system, where a process id means another process) keep theirs.
     """
     names = ALL_RUN_FILES
     stale = [
@@ -259,8 +262,19 @@ def remove_stale_temporaries(directory: str | Path) -> list[Path]:
     return stale
 
 
-def _writer_alive(pid: str) -> bool:
-    """Whether the process ``pid`` (text from a temporary name) exists; True when unsure."""
+def writer_tag() -> str:
+    """``HOST-PID`` of this process, for temporary names (the host name without dots)."""
+    host = "".join(c if c.isalnum() or c in "_-" else "_" for c in socket.gethostname())
+    return f"{host}-{os.getpid()}"
+
+
+def _writer_alive(tag: str) -> bool:
+    """Whether the writer ``tag`` (``HOST-PID`` from a temporary name; a bare PID in names
+    written before hosts were recorded) may still be writing: True for another host's and
+    when unsure."""
+    host, _, pid = tag.rpartition("-")
+    if host and host != writer_tag().rpartition("-")[0]:
+        return True  # another node's process: its id says nothing here
     if not pid.isdigit():
         return True
     try:

@@ -21,7 +21,7 @@ from rl.checkpoint import read_checkpoint
 from rl.cli import main
 from rl.config import ConfigError
 from rl.errors import CheckpointWriteError, RunDirError
-from rl.run_files import CHECKPOINT_FORMAT, CheckpointError, UnsafeCheckpointError
+from rl.run_files import CHECKPOINT_FORMAT, CheckpointError, UnsafeCheckpointError, writer_tag
 from tests.conftest import rows
 
 
@@ -317,13 +317,15 @@ def test_stale_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_pa
     finished_process = subprocess.Popen([sys.executable, "-c", "pass"])
     finished_process.wait()
     dead, alive = finished_process.pid, os.getppid()  # pytest's parent lives on
+    host = writer_tag().rpartition("-")[0]
     names = [
-        f".checkpoint.pt.{dead}.k3j1.tmp",
-        f".checkpoint.prev.pt.{dead}.link.tmp",
-        f".config.yaml.{dead}.tmp",
-        f".metrics.jsonl.{dead}.tmp",
-        f".checkpoint.pt.{alive}.x8w2.tmp",
+        f".checkpoint.pt.{host}-{dead}.k3j1.tmp",
+        f".checkpoint.prev.pt.{host}-{dead}.link.tmp",
+        f".config.yaml.{dead}.tmp",  # written before host names were recorded
+        f".metrics.jsonl.{host}-{dead}.tmp",
+        f".checkpoint.pt.{host}-{alive}.x8w2.tmp",
         f".config.yaml.{alive}.tmp",
+        f".checkpoint.pt.other-node-{dead}.q1z2.tmp",  # another node's writer: not judged
     ]
     for name in names:
         (tmp_path / name).write_text("partial")
