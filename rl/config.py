@@ -183,7 +183,8 @@ class TRPOConfig(_Frozen):
         True,
         description="Fit the value function in a child process (rl.value_process) while the "
         "policy step and the next rollout run, when it can run there (a CPU value network "
-        "under Adam): they are independent, so the result is the same, in less wall time.",
+        "under Adam, a batch under 64 MB), else in a thread beside the policy step: they are "
+        "independent, so the result is the same, in less wall time.",
     )
     checkpoint_every: int = Field(
         10,

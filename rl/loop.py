@@ -29,10 +29,11 @@ fps (env steps/s, evaluations excluded) and time (seconds since ``learn`` began)
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,49 +44,19 @@ from rl.distributed import fit_value_data_parallel
 from rl.envs import VectorEnvs
 from rl.errors import EnvOutputError, EnvWorkerError, EvaluationInterrupted, NonFiniteEnvError
 from rl.gae import gae
-from rl.progress import Progress, make_progress
+from rl.progress import Clock, Progress, make_progress
 from rl.rollout import Rollout, RolloutCollector
 from rl.run_files import RunFiles
 from rl.signals import StopOnSignals
 from rl.surrogate import make_policy_batch, make_policy_closure
-from rl.value import fit_value
-from rl.value_process import PendingFit, ValueFitProcess, can_fit_in_process
+from rl.value import fit_value, shuffled_orders
+from rl.value_process import MAX_SHARED_BYTES, PendingFit, ValueFitProcess, can_fit_in_process
 from rl.wrappers import FrozenObservationNormalizer, restore_reward_statistics, reward_statistics
 
 # The agent the loop trains: an rl.trpo.TRPO (not imported: rl.trpo imports this module).
 TRPO = Any
 
-__all__ = ["Clock", "train"]
-
-
-class Clock:
-    """Wall time since the start of ``learn`` and env steps/s with evaluations kept out."""
-
-    def __init__(self, start_step: int, time_offset: float = 0.0) -> None:
-        self.start = time.perf_counter()
-        self.start_step = start_step
-        self.paused_seconds = 0.0
-        self.time_offset = time_offset  # wall time of the run before this ``learn`` (resume)
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        pause_start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.paused_seconds += time.perf_counter() - pause_start
-
-    def rates(self, step: int) -> dict[str, float]:
-        elapsed = self.elapsed()
-        training_seconds = max(elapsed - self.paused_seconds, 1e-9)
-        return {"fps": (step - self.start_step) / training_seconds, "time": self.time()}
-
-    def time(self) -> float:
-        """Seconds of the run so far, the part before a resume included."""
-        return self.time_offset + self.elapsed()
+__all__ = ["train"]
 
 
 def train(
@@ -114,7 +85,7 @@ def train(
         checkpoints = Checkpointer(config, agent.state, comm, config.run_dir, envs, collector)
     agent.stopped_by = None
     signals = agent._signals = StopOnSignals(active=config.run_dir is not None).install()
-    overlap = fit_process is not None and callback is None
+    overlap = callback is None  # (a callback sees each iteration with its fit done)
     later: Finished | None = None  # an iteration whose value fit runs beside this rollout
     try:
         while agent.step < total_steps:
@@ -138,7 +109,7 @@ def train(
             save = checkpoints is not None and (checkpoints.due() or bool(agent.stopped_by))
             # Nothing reads the value function before the next GAE: its fit may run beside
             # the next rollout (deferred), the row and checkpoint written once it is done.
-            defer = overlap and not (last or agent.stopped_by)
+            defer = overlap and fit.apart and not (last or agent.stopped_by)
             done = Finished(fit, row, evaluate=evaluate, save=save)
             if defer and evaluate:  # evaluated now: it needs only the policy
                 done.evaluation, done.evaluate = evaluate_during_training(agent, clock), False
@@ -390,19 +361,36 @@ def value_fit_process(agent: TRPO) -> ValueFitProcess | None:
 def start_value_fit(
     agent: TRPO, observations: torch.Tensor, returns: torch.Tensor, process: ValueFitProcess | None
 ) -> PendingFit:
-    """Start the iteration's value fit: in ``process`` when given, else here and now."""
+    """Start the iteration's value fit: in ``process`` when it is ready and the batch fits
+    in shared memory (``MAX_SHARED_BYTES``); else, with ``value_fit_in_background``, in a
+    thread beside the policy step (not the per-minibatch all-reduce fit: its collectives
+    stay in the training thread); else here and now. The same numbers everywhere."""
     settings, comm = agent.config.value, agent.comm
     observations, returns, factor = comm.value_batch(observations, returns)
     minibatch_size = settings.minibatch_size * factor
-    if process is not None and process.ready():  # until then the fit runs here
+    # the same on every rank (a replicated batch is the job's): whether the loop may leave
+    # the fit running beside the next rollout, which the ranks must decide alike
+    apart = process is not None and observations.numel() * observations.element_size() <= (
+        MAX_SHARED_BYTES
+    )
+    if process is not None and apart and process.ready():
         process.bind(agent.value, agent.value_optimizer)
         return process.submit(
             observations, returns, settings.epochs, minibatch_size, agent.shuffle_generator
         )
-    fit = fit_value_data_parallel if comm.value_fit == "all_reduce" else fit_value
     arguments = (agent.value, agent.value_optimizer, observations, returns, settings.epochs)
-    extra = (comm.value_group,) if comm.value_fit == "all_reduce" else ()
-    return PendingFit(fit(*arguments, minibatch_size, agent.shuffle_generator, *extra))
+    if comm.value_fit == "all_reduce":  # here and now: its collectives stay in this thread
+        generator = agent.shuffle_generator
+        pending = PendingFit(fit_value_data_parallel(*arguments, minibatch_size, generator,
+                                                     comm.value_group))  # fmt: skip
+    else:  # the shuffles drawn here, now: a checkpoint may capture the generator meanwhile
+        orders = shuffled_orders(len(returns), settings.epochs, agent.shuffle_generator,
+                                 returns.device)  # fmt: skip
+        run = functools.partial(fit_value, *arguments, minibatch_size, orders=orders)
+        background = agent.config.value_fit_in_background
+        pending = PendingFit(thread=run) if background else PendingFit(run())
+    pending.apart = apart  # (until the process is ready, a fit here may go on beside it)
+    return pending
 
 
 def resolve(agent: TRPO, fit: PendingFit, iteration: int) -> float:

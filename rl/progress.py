@@ -7,8 +7,11 @@ summary; ``"none"`` prints nothing.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
+import time
+from collections.abc import Iterator
 from typing import Any, Literal, TextIO
 
 from rich.console import Console, Group
@@ -23,7 +26,7 @@ from rich.progress import (
 from rich.progress import Progress as RichBar
 from rich.table import Table
 
-__all__ = ["PlainProgress", "Progress", "ProgressMode", "RichProgress", "make_progress"]
+__all__ = ["Clock", "PlainProgress", "Progress", "ProgressMode", "RichProgress", "make_progress"]
 
 ProgressMode = Literal["auto", "rich", "plain", "quiet", "none"]
 
@@ -192,3 +195,33 @@ def make_progress(
     if mode not in classes:
         raise ValueError(f"Invalid progress mode: {mode!r} (allowed: auto, {', '.join(classes)})")
     return classes[mode](total_steps, stream)
+
+
+class Clock:
+    """Wall time since the start of ``learn`` and env steps/s with evaluations kept out."""
+
+    def __init__(self, start_step: int, time_offset: float = 0.0) -> None:
+        self.start = time.perf_counter()
+        self.start_step = start_step
+        self.paused_seconds = 0.0
+        self.time_offset = time_offset  # wall time of the run before this ``learn`` (resume)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        pause_start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.paused_seconds += time.perf_counter() - pause_start
+
+    def rates(self, step: int) -> dict[str, float]:
+        elapsed = self.elapsed()
+        training_seconds = max(elapsed - self.paused_seconds, 1e-9)
+        return {"fps": (step - self.start_step) / training_seconds, "time": self.time()}
+
+    def time(self) -> float:
+        """Seconds of the run so far, the part before a resume included."""
+        return self.time_offset + self.elapsed()

@@ -22,7 +22,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from typing import Any
@@ -33,9 +33,12 @@ from torch import Tensor, nn
 
 from rl.value import fit_value, shuffled_orders
 
-__all__ = ["PendingFit", "ValueFitProcess", "can_fit_in_process"]
+__all__ = ["MAX_SHARED_BYTES", "PendingFit", "ValueFitProcess", "can_fit_in_process"]
 
 PARENT_CHECK_SECONDS = 1.0
+# A batch larger than this (Atari frames: 8,192 x 4 x 84 x 84 bytes = 231 MB) is fitted in
+# a thread of the training process instead: /dev/shm is 64 MB in a default Docker container.
+MAX_SHARED_BYTES = 64 * 2**20
 
 
 def can_fit_in_process(value: nn.Module, optimizer: torch.optim.Optimizer) -> bool:
@@ -52,15 +55,39 @@ def can_fit_in_process(value: nn.Module, optimizer: torch.optim.Optimizer) -> bo
 
 
 class PendingFit:
-    """A value fit under way; ``result()`` waits for its last epoch's mean loss."""
+    """A value fit under way; ``result()`` waits for its last epoch's mean loss (and raises
+    its error). ``apart``: it may go on beside the next rollout (it is meant for the
+    value-fit process; a fit in a thread of the training process would slow the rollout
+    down through the GIL)."""
 
-    def __init__(self, loss: float | None = None, process: ValueFitProcess | None = None) -> None:
-        self._loss, self._process = loss, process
+    def __init__(
+        self,
+        loss: float | None = None,
+        process: ValueFitProcess | None = None,
+        thread: Callable[[], float] | None = None,
+    ) -> None:
+        self._loss, self._process, self._error = loss, process, None
+        self._thread: threading.Thread | None = None
+        self.apart = process is not None
+        if thread is not None:
+            self._thread = threading.Thread(target=self._run, args=(thread,), name="rl-value-fit")
+            self._thread.start()
+
+    def _run(self, fit: Callable[[], float]) -> None:
+        try:
+            self._loss = fit()
+        except BaseException as error:  # re-raised by result() in the caller's thread
+            self._error = error
 
     def result(self) -> float:
         if self._process is not None:
             process, self._process = self._process, None
             self._loss = process.receive()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            raise self._error
         assert self._loss is not None
         return self._loss
 
