@@ -387,9 +387,11 @@ def start_value_fit(
         orders = shuffled_orders(len(returns), settings.epochs, agent.shuffle_generator,
                                  returns.device)  # fmt: skip
         run = functools.partial(fit_value, *arguments, minibatch_size, orders=orders)
-        background = agent.config.value_fit_in_background
-        pending = PendingFit(thread=run) if background else PendingFit(run())
-    pending.apart = apart  # (until the process is ready, a fit here may go on beside it)
+        # in a thread beside the policy step; not when it could go on beside the rollout
+        # (the process is starting): the GIL would slow the rollout down more (measured)
+        thread = agent.config.value_fit_in_background and not apart
+        pending = PendingFit(thread=run) if thread else PendingFit(run())
+    pending.apart = apart  # the same on every rank, ready or not
     return pending
 
 
