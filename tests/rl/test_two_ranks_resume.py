@@ -113,3 +113,15 @@ def test_max_restarts_without_a_run_dir_is_refused(tmp_path):
     assert done.returncode != 0
     assert "rl.train: error: --max-restarts 2 needs --run-dir RUN_DIR" in done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_run_dir_of_a_restartable_job_may_come_from_a_config_file_or_set(tmp_path):
+    from rl.cli import build_parser
+    from rl.train import _run_dir_of
+
+    config = tmp_path / "job.yaml"
+    config.write_text(f"env_id: Pendulum-v1\nrun_dir: {tmp_path / 'from-file'}\n")
+    parse = build_parser().parse_args
+    assert _run_dir_of(parse(["train", str(config)])) == str(tmp_path / "from-file")
+    assert _run_dir_of(parse(["train", str(config), "--set", "run_dir=elsewhere"])) == "elsewhere"
+    assert _run_dir_of(parse(["train", "Pendulum-v1"])) is None
