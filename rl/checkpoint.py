@@ -223,7 +223,7 @@ def build_checkpoint(
     """Everything a run needs to continue training exactly, as plain data: ``state``'s
     networks and optimizers with the envs, RNGs and statistics of ``snapshot``
     (``Checkpointer.capture``)."""
-    saved = state.state_dict(config.model_dump(mode="json"))
+    saved = state.state_dict(config.model_dump(mode="json"), rng=snapshot["rng"])
     saved["model"]["obs_normalizer"] = snapshot["envs"]["obs_normalizer"]
     if snapshot["reward_statistics"] is not None:
         saved["model"]["reward_statistics"] = snapshot["reward_statistics"]
@@ -232,7 +232,6 @@ def build_checkpoint(
         "format": CHECKPOINT_FORMAT,
         "config": config.model_dump(mode="json"),
         **saved,
-        "rng": snapshot["rng"],
         "envs": snapshot["envs"],
         "progress": {**progress, "time": snapshot["seconds"]},
     }
@@ -326,10 +325,8 @@ def load_run_of_job(
             config, checkpoint, path = load_run(run_dir, total_steps, restart)
             if checkpoint is not None:
                 check_world_size(checkpoint, run_dir, comm.world_size)
-                rank_parts = [
-                    {k: rank_checkpoint(checkpoint, r)[k] for k in ("envs", "rng")}
-                    for r in range(comm.world_size)
-                ]
+                ranks = [rank_checkpoint(checkpoint, r) for r in range(comm.world_size)]
+                rank_parts = [{"envs": own["envs"], "rng": own["rng"]} for own in ranks]
                 checkpoint = {
                     k: v for k, v in checkpoint.items() if k not in ("envs", "rng", RANK_STATES)
                 }

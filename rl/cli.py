@@ -32,7 +32,7 @@ from rl.config import (
     ConfigError,
     TRPOConfig,
 )
-from rl.errors import RunDirLockedError, TrainingError
+from rl.errors import RunDirLockedError, TrainingError, first_line
 from rl.presets import all_presets, find_preset, similar_presets
 from rl.run_files import (
     CHECKPOINT_FILE,
@@ -270,7 +270,7 @@ def _load_run(run_dir: str, command: str, device: str | None = None) -> TRPO:
         except UnsafeCheckpointError as error:  # tampered with: refused, no fallback
             raise UsageError(str(error)) from None
         except CheckpointError as error:
-            errors[path] = str(error).strip().splitlines()[0]
+            errors[path] = first_line(error)
     if not steps:
         raise UsageError(next(iter(errors.values())))
     newest = max(steps, key=lambda path: (steps[path], path.name == MODEL_FILE))
@@ -286,11 +286,11 @@ def _load_run(run_dir: str, command: str, device: str | None = None) -> TRPO:
         return TRPO.load(newest, device=device)
     except ValueError as error:  # CheckpointError included: it names the file and the fault
         if device is not None or not str(error).startswith("device = "):
-            raise UsageError(str(error).splitlines()[0]) from None
+            raise UsageError(first_line(error)) from None
         print(f"trpo {command}: {str(error).split(';')[0]}: using the CPU", file=sys.stderr)
         return TRPO.load(newest, device="cpu")  # trained on a GPU, looked at on a laptop
     except (OSError, RuntimeError, pickle.UnpicklingError) as error:
-        raise UsageError(f"cannot load {str(newest)!r}: {str(error).splitlines()[0]}") from None
+        raise UsageError(f"cannot load {str(newest)!r}: {first_line(error)}") from None
 
 
 def _saved_step(path: Path) -> int:

@@ -29,7 +29,7 @@ from rl.config import (
     parse_overrides,
     read_config_file,
 )
-from rl.errors import RunDirLockedError, TrainingError
+from rl.errors import RunDirLockedError, TrainingError, first_line
 from rl.presets import Preset, find_preset, similar_presets
 from rl.progress import Progress, ProgressMode, make_progress
 from rl.run_files import (
@@ -103,8 +103,7 @@ def _run_training(agent: TRPO, quiet: bool, tensorboard: bool = False) -> int:
 
 def _with_resume_hint(error: BaseException, run_dir: str) -> str:
     """The error's first line, and how to continue when the run directory can resume."""
-    lines = str(error).strip().splitlines()
-    message = lines[0] if lines else type(error).__name__
+    message = first_line(error)
     if not (Path(run_dir) / CONFIG_FILE).is_file():
         return message
     has_checkpoint = any(
@@ -253,8 +252,7 @@ def _check_env_id(env_id: str) -> None:
         ensure_registered(env_id)
         gym.spec(env_id)
     except gym.error.Error as error:
-        message = str(error).strip().splitlines()[0]
-        raise UsageError(f"env_id = {env_id!r}: {message}") from None
+        raise UsageError(f"env_id = {env_id!r}: {first_line(error)}") from None
 
 
 def _default_run_dir(env_id: str, seed: int) -> str:

@@ -123,14 +123,17 @@ class TrainingState:
             self.obs_normalizer = normalizer
         self.reward_statistics = model["reward_statistics"]
 
-    def state_dict(self, config: dict[str, Any]) -> dict[str, Any]:
-        """The checkpoint's part of this state: ``model``, both optimizers, ``rng`` and
-        ``progress`` (step, iteration, last evaluation)."""
+    def state_dict(
+        self, config: dict[str, Any], rng: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The checkpoint's part of this state: ``model``, both optimizers, ``rng`` (the RNG
+        states captured now, or ``rng`` captured earlier) and ``progress`` (step,
+        iteration, last evaluation)."""
         return {
             "model": self.model_dict(config),
             "policy_optimizer": self.policy_optimizer.state_dict(),
             "value_optimizer": self.value_optimizer.state_dict(),
-            "rng": capture_rng_states(self.generators),
+            "rng": capture_rng_states(self.generators) if rng is None else rng,
             "progress": {
                 "step": self.step,
                 "iteration": self.iteration,
