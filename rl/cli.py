@@ -33,7 +33,7 @@ from rl.config import (
     TRPOConfig,
 )
 from rl.errors import RunDirLockedError, TrainingError, first_line
-from rl.presets import all_presets, find_preset, similar_presets
+from rl.presets import PRESET_SOURCES, all_presets, find_preset, similar_presets
 from rl.run_files import (
     CHECKPOINT_FILE,
     METRICS_FILE,
@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="any config field, dotted for nested ones (repeatable)",
     )
     train.add_argument("--quiet", action="store_true", help="print only the final summary")
+    train.add_argument(
+        "--preset", choices=PRESET_SOURCES, default="default", help="ours or RL Zoo's settings"
+    )
     train.add_argument(
         "--tensorboard",
         action="store_true",
