@@ -1,8 +1,12 @@
-"""The ``trpo`` command: ``trpo train``, ``trpo eval``, ``trpo presets`` and ``trpo plot``.
+"""The ``trpo`` command: ``trpo train``, ``trpo tune``, ``trpo eval``, ``trpo presets`` and
+``trpo plot``.
 
     trpo train ENV_ID_OR_CONFIG_FILE [--total-steps N] [--seed S] [--num-envs K]
                [--run-dir DIR] [--set key=value ...] [--quiet] [--tensorboard]
     trpo train --resume RUN_DIR [--total-steps N] [--quiet]
+    trpo tune ENV_ID_OR_CONFIG_FILE [--trials N] [--budget STEPS] [--seeds K] [--jobs J]
+              [--study-dir DIR] [--timeout SECONDS] [--set key=value ...] [--quiet]
+    trpo tune --resume STUDY_DIR [--quiet]
     trpo eval RUN_DIR [--episodes N] [--json] [--video DIR]
     trpo presets [ENV_ID]
     trpo plot RUN_DIR [RUN_DIR ...] [--out FILE.png] [--eval]
@@ -28,6 +32,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from rl.cli_train import UsageError, train_command
+from rl.cli_tune import add_tune_parser
 from rl.config import (
     ConfigError,
     TRPOConfig,
@@ -80,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="trpo", description="TRPO on Gymnasium environments.")
     parser.add_argument("--version", action="version", version=f"trpo {_version()}")
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{train,eval,export,presets,plot}"
+        dest="command", required=True, metavar="{train,tune,eval,export,presets,plot}"
     )
 
     train = commands.add_parser(
@@ -128,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also log metrics to RUN_DIR/tensorboard (needs: pip install tensorboard)",
     )
     train.set_defaults(handler=train_command)
+    add_tune_parser(commands)
 
     evaluate = commands.add_parser("eval", help="evaluate the final model of a run")
     evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run directory from trpo train")

@@ -35,6 +35,7 @@ __all__ = [
     "BEST_FILE",
     "JOURNAL_FILE",
     "STUDY_NAME",
+    "best_trial",
     "load_study",
     "repair_journal",
     "trial_config",
@@ -90,7 +91,9 @@ def trial_run_dir(study_dir: str | Path, number: int, seed: int) -> Path:
     return Path(study_dir) / "trials" / f"{number:04d}-seed{seed}"
 
 
-def trial_config(settings: dict[str, Any], values: dict[str, Any], seed: int, run_dir: Path) -> TRPOConfig:
+def trial_config(
+    settings: dict[str, Any], values: dict[str, Any], seed: int, run_dir: Path
+) -> TRPOConfig:
     """The config of one seed of a trial: base ← sampled values ← budget, seed, run dir,
     an evaluation every budget / EVALUATIONS steps (unless fixed) and one torch thread."""
     base = settings["base"]
@@ -102,14 +105,21 @@ def trial_config(settings: dict[str, Any], values: dict[str, Any], seed: int, ru
     return TRPOConfig.from_dict(data)
 
 
+def best_trial(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
+    """The complete trial of the highest value (the first of equals), if any."""
+    complete = [trial for trial in trials if trial.state == optuna.trial.TrialState.COMPLETE]
+    return max(complete, key=lambda trial: trial.value) if complete else None
+
+
 def write_best(study: optuna.Study, study_dir: str | Path) -> optuna.trial.FrozenTrial | None:
     """Write best.yaml (atomically) for the best complete trial; returns it."""
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if not complete:
+    best = best_trial(study.get_trials(deepcopy=False))
+    if best is None:
         return None
-    best = max(complete, key=lambda trial: trial.value)
     settings = study.user_attrs["settings"]
-    data = merge_dicts(settings["base"], to_config(best.user_attrs["values"], settings["base"]["num_envs"]))
+    data = merge_dicts(
+        settings["base"], to_config(best.user_attrs["values"], settings["base"]["num_envs"])
+    )
     config = TRPOConfig.from_dict(data).model_dump(mode="json")
     config.pop("run_dir")
     header = (

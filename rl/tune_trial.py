@@ -10,6 +10,7 @@ others resume from their checkpoint.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import shutil
@@ -65,20 +66,24 @@ def run_trial(study_dir: str, trial_id: int, parent_pid: int) -> None:
         os.dup2(output.fileno(), 2)
     torch.set_num_threads(1)
     warnings.simplefilter("ignore", UserWarning)  # optuna's "step already reported" on takeover
-    settings = study.user_attrs["settings"]
     trial.set_user_attr("pid", os.getpid())
     try:
-        outcome = _run_seeds(study, trial, settings, Path(study_dir))
+        _tell(study, trial, _run_seeds(study, trial, study.user_attrs["settings"], Path(study_dir)))
     except Exception as error:
         print(f"trial {trial.number} failed: {error!r}", flush=True)
         trial.set_user_attr("error", first_line(error))
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        sys.exit(1)
+        raise SystemExit(1) from None
+    finally:  # multiprocessing ends its children with os._exit: the value-fit process too
+        atexit._run_exitfuncs()
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, outcome: float | str | None) -> None:
     if outcome == "pruned":
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     elif isinstance(outcome, float):
         study.tell(trial, outcome)
-    # else stopped by a signal: the trial stays running, for --resume to take over
+    # None, stopped by a signal: the trial stays running, for --resume to take over
 
 
 def _run_seeds(

@@ -5,8 +5,9 @@ gymnasium env id (or a glob pattern such as ``ALE/*-v5``) to ``config`` (TRPOCon
 nested groups as nested mappings) and an optional ``note`` (deviations from the source and
 why). Exact ids win over patterns; patterns are tried in file order. ``source="zoo"`` keeps to
 the files whose numbers come from RL Baselines3 Zoo (today every default preset but
-Atari's); tuned presets will replace the default ones, and the zoo's stay reachable. ``TRPOConfig`` validates
-a preset when it is used (``TRPOConfig.from_preset``); the tests validate every one.
+Atari's); tuned presets will replace the default ones, and the zoo's stay reachable.
+``TRPOConfig`` validates a preset when it is used (``TRPOConfig.from_preset``); the tests
+validate every one.
 
 Example:
     >>> find_preset("HalfCheetah-v5").config["max_kl"]
@@ -96,7 +97,9 @@ def find_preset(env_id: str, source: str = "default") -> Preset | None:
     """The preset for ``env_id``: its exact entry, else the first matching pattern, else None.
     ``source``: ``"default"`` (the presets ``trpo train`` applies) or ``"zoo"`` (RL Zoo's)."""
     if source not in PRESET_SOURCES:
-        raise ValueError(f"Invalid preset source: {source!r} (allowed: {', '.join(PRESET_SOURCES)})")
+        raise ValueError(
+            f"Invalid preset source: {source!r} (allowed: {', '.join(PRESET_SOURCES)})"
+        )
     presets = tuple(
         preset
         for preset in all_presets()
