@@ -62,7 +62,9 @@ def tune_command(args: argparse.Namespace) -> int:
         study = load_study(study_dir)
         stored = study.user_attrs.get("settings")
         if stored is not None:
-            _check_same_study(stored, settings, study.user_attrs["seeds_used"], seeds, study_dir)
+            _check_same_study(
+                stored, settings, study.user_attrs.get("seeds_used"), seeds, study_dir
+            )
         study.set_user_attr("settings", settings)
         study.set_user_attr("seeds_used", seeds)
         return _run(study, study_dir, settings, args.quiet)

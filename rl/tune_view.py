@@ -102,4 +102,4 @@ class TuneView:
             if trial.state == TrialState.RUNNING:
                 values = describe_values(trial.user_attrs.get("values", {}))
                 table.add_row(str(trial.number), _last_report(trial), values)
-        return Group(*lines, table)
+        return Group(*lines, *([table] if table.rows else []))
