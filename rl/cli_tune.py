@@ -54,7 +54,7 @@ def add_tune_parser(commands: argparse._SubParsersAction) -> None:
         help="continue a study with its own settings (with --quiet only)",
     )
     tune.add_argument(
-        "--trials", type=_positive(int), help="trials of the study in all (default 50)"
+        "--trials", type=_positive(int), metavar="N", help="the study's trials in all (default 50)"
     )
     tune.add_argument(
         "--budget",
@@ -62,9 +62,14 @@ def add_tune_parser(commands: argparse._SubParsersAction) -> None:
         metavar="STEPS",
         help="env steps per trial and seed (default: the config's total_steps)",
     )
-    tune.add_argument("--seeds", type=_positive(int), help="seeds per trial (default 1)")
     tune.add_argument(
-        "--jobs", type=_positive(int), help="trials run at once (default: the cores available)"
+        "--seeds", type=_positive(int), metavar="K", help="seeds per trial (default 1)"
+    )
+    tune.add_argument(
+        "--jobs",
+        type=_positive(int),
+        metavar="J",
+        help="trials at once (default: the cores available)",
     )
     tune.add_argument("--study-dir", help="default: studies/ENV-TIME")
     tune.add_argument(

@@ -26,6 +26,7 @@ from typing import Any
 import optuna
 import torch
 
+from rl.config import TRPOConfig
 from rl.errors import first_line
 from rl.run_files import CONFIG_FILE, CheckpointError
 from rl.trpo import TRPO
@@ -124,7 +125,7 @@ def _run_seeds(
     return statistics.fmean(returns.values())
 
 
-def _start(config: Any) -> TRPO:
+def _start(config: TRPOConfig) -> TRPO:
     """A fresh agent, or the one whose run directory a killed study left behind."""
     run_dir = Path(config.run_dir)
     if (run_dir / CONFIG_FILE).is_file():
