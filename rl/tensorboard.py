@@ -1,14 +1,6 @@
-"""Optional TensorBoard logging beside metrics.jsonl (``trpo train --tensorboard``).
-
-``TensorBoardProgress`` wraps any ``rl.progress.Progress``: it forwards every call and also
-writes each numeric field of the metrics rows (``train/<field>``) and evaluations
-(``eval/<field>``) as scalars at ``step``, through ``torch.utils.tensorboard``. That module
-needs the ``tensorboard`` package, which rl does not install by itself.
-
-Example:
-    >>> display = TensorBoardProgress(make_progress("plain", 10_000), "runs/x/tensorboard")
-    >>> agent.learn(progress=display)  # doctest: +SKIP
-"""
+"""Optional TensorBoard logging beside metrics.jsonl (``trpo train --tensorboard``): each
+numeric field of the rows (``train/<field>``) and evaluations (``eval/<field>``) at
+``step``, through ``torch.utils.tensorboard`` (needs the tensorboard package)."""
 
 from __future__ import annotations
 
@@ -31,15 +23,8 @@ def tensorboard_available() -> bool:
 
 
 class TensorBoardProgress(Progress):
-    """Forwards to ``inner`` and logs the numeric fields of each row to TensorBoard.
-
-    Args:
-        inner (Progress): the display to keep (plain lines, rich, quiet...).
-        log_dir (str or Path): event files go here (e.g. ``RUN_DIR/tensorboard``).
-
-    Raises:
-        ImportError: naming the package to install when tensorboard is missing.
-    """
+    """Forwards to ``inner`` and logs each row's numeric fields into ``log_dir``
+    (ImportError naming the package without tensorboard)."""
 
     def __init__(self, inner: Progress, log_dir: str | Path) -> None:
         super().__init__(inner.total_steps, inner.stream)
