@@ -1,8 +1,5 @@
-"""``trpo train``: a run from an env id or a config file, or ``--resume RUN_DIR``.
-
-``rl.cli`` parses the command line and dispatches here; ``rl.train`` runs the same
-``train_command`` on each rank of a torchrun job with a ``DistributedComm``.
-"""
+"""``trpo train``: a run from an env id or a config file, or ``--resume RUN_DIR`` (``rl.cli``
+dispatches here; ``rl.train`` runs it on each rank of a torchrun job)."""
 
 from __future__ import annotations
 
@@ -12,7 +9,6 @@ import copy
 import signal
 import sys
 import time
-import typing
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,13 +21,21 @@ from rl.comm import Comm
 from rl.config import (
     ConfigError,
     TRPOConfig,
+    flatten_dict,
     merge_dicts,
     parse_overrides,
     read_config_file,
 )
 from rl.errors import RunDirLockedError, TrainingError, first_line
 from rl.presets import Preset, find_preset, similar_presets
-from rl.progress import Progress, ProgressMode, make_progress
+from rl.progress import (
+    TENSORBOARD_HINT,
+    Progress,
+    ProgressMode,
+    TensorBoardProgress,
+    make_progress,
+    tensorboard_available,
+)
 from rl.run_files import (
     ALL_RUN_FILES,
     CHECKPOINT_FILE,
@@ -39,7 +43,6 @@ from rl.run_files import (
     PREVIOUS_CHECKPOINT_FILE,
     CheckpointError,
 )
-from rl.tensorboard import TENSORBOARD_HINT, TensorBoardProgress, tensorboard_available
 from rl.trpo import TRPO
 
 __all__ = ["CONFIG_SUFFIXES", "UsageError", "train_command"]
@@ -68,11 +71,8 @@ def train_command(args: argparse.Namespace, make_comm: Callable[[], Comm] = Comm
             names = " or ".join(similar_presets(config.env_id))
             print(f"trpo: no preset for {config.env_id}, plain defaults apply (a preset exists "
                   f"for {names}: trpo presets)", flush=True)  # fmt: skip
-        print(
-            f"trpo: training {config.env_id} for {config.total_steps} steps, "
-            f"seed {config.seed}, run dir {config.run_dir}",
-            flush=True,
-        )
+        print(f"trpo: training {config.env_id} for {config.total_steps} steps, seed "
+              f"{config.seed}, run dir {config.run_dir}", flush=True)  # fmt: skip
     return _run_training(agent, args.quiet, args.tensorboard)
 
 
@@ -83,11 +83,8 @@ def _run_training(agent: TRPO, quiet: bool, tensorboard: bool = False) -> int:
     except KeyboardInterrupt:
         run_dir = agent.config.run_dir
         if (Path(run_dir) / CHECKPOINT_FILE).exists():
-            print(
-                f"trpo train: interrupted; continue from the last checkpoint with: "
-                f"trpo train --resume {run_dir}",
-                file=sys.stderr,
-            )
+            print("trpo train: interrupted; continue from the last checkpoint with: "
+                  f"trpo train --resume {run_dir}", file=sys.stderr)  # fmt: skip
             return 130
         raise
     except RunDirLockedError:
@@ -127,13 +124,8 @@ def _progress(agent: TRPO, quiet: bool, tensorboard: bool) -> ProgressMode | Pro
 
 def _resume(args: argparse.Namespace, comm: Comm) -> int:
     """``trpo train --resume RUN_DIR``: continue from config.yaml and the latest checkpoint."""
-    given = {
-        "ENV_ID_OR_CONFIG_FILE": args.target,
-        "--seed": args.seed,
-        "--num-envs": args.num_envs,
-        "--run-dir": args.run_dir,
-        "--set": args.set,
-    }
+    given = {"ENV_ID_OR_CONFIG_FILE": args.target, "--seed": args.seed,
+             "--num-envs": args.num_envs, "--run-dir": args.run_dir, "--set": args.set}  # fmt: skip
     extra = [name for name, value in given.items() if value]
     if extra:
         raise UsageError(
@@ -143,9 +135,8 @@ def _resume(args: argparse.Namespace, comm: Comm) -> int:
     run_dir = args.resume
     with _checkpoint_warnings_as_lines():
         try:
-            agent = TRPO.resume(
-                run_dir, total_steps=args.total_steps, restart=args.restart, comm=comm
-            )
+            steps, restart = args.total_steps, args.restart
+            agent = TRPO.resume(run_dir, total_steps=steps, restart=restart, comm=comm)
         except CheckpointError as error:
             raise UsageError(f"--resume {run_dir!r}: {error}") from None
         config = agent.config
@@ -153,17 +144,14 @@ def _resume(args: argparse.Namespace, comm: Comm) -> int:
             print(f"trpo: no checkpoint in {run_dir}: starting afresh from its config.yaml")
         elif agent.step >= config.total_steps:
             agent.close()
-            print(
-                f"trpo: the run in {run_dir} is finished ({agent.step} of {config.total_steps} "
-                "steps); nothing to do (--total-steps N trains it longer)"
-            )
+            print(f"trpo: the run in {run_dir} is finished ({agent.step} of "
+                  f"{config.total_steps} steps); nothing to do (--total-steps N trains it "
+                  "longer)")  # fmt: skip
             return 0
         elif not args.quiet:
-            print(
-                f"trpo: resuming {config.env_id} in {run_dir} from step {agent.step} "
-                f"(iteration {agent.iteration}) to {config.total_steps} steps",
-                flush=True,
-            )
+            print(f"trpo: resuming {config.env_id} in {run_dir} from step {agent.step} "
+                  f"(iteration {agent.iteration}) to {config.total_steps} steps",
+                  flush=True)  # fmt: skip
         return _run_training(agent, args.quiet, args.tensorboard)
 
 
@@ -187,20 +175,13 @@ def _checkpoint_warnings_as_lines() -> Iterator[None]:
 def _resolve_train_config(
     args: argparse.Namespace,
 ) -> tuple[TRPOConfig, Preset | None, list[str]]:
-    """Preset of the env ← config file ← --set ← flags.
-
-    Returns:
-        (config, the preset applied or None, the preset's settings that were overridden)
-    """
+    """Preset of the env ← config file ← --set ← flags; the config, the preset applied (or
+    None) and the preset's settings overridden."""
     target = Path(args.target)
     from_file = target.suffix.lower() in CONFIG_SUFFIXES or target.is_file()
     file_data = read_config_file(target) if from_file else {"env_id": args.target}
-    flags = {
-        "total_steps": args.total_steps,
-        "seed": args.seed,
-        "num_envs": args.num_envs,
-        "run_dir": args.run_dir,
-    }
+    flags = {"total_steps": args.total_steps, "seed": args.seed, "num_envs": args.num_envs,
+             "run_dir": args.run_dir}  # fmt: skip
     overrides = merge_dicts(
         parse_overrides(args.set), {k: v for k, v in flags.items() if v is not None}
     )
@@ -222,24 +203,13 @@ def _resolve_train_config(
         )
     if Path(config.run_dir).exists() and not Path(config.run_dir).is_dir():
         raise UsageError(f"run_dir = {config.run_dir!r} is a file, not a directory")
-    overridden = sorted(set(_dotted(settings)) & set(_dotted(data)))
+    overridden = sorted(set(flatten_dict(settings)) & set(flatten_dict(data)))
     return config, preset, overridden
-
-
-def _dotted(data: dict[str, typing.Any], prefix: str = "") -> dict[str, typing.Any]:
-    """``{"value": {"epochs": 20}}`` -> ``{"value.epochs": 20}``."""
-    flat: dict[str, typing.Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value:
-            flat.update(_dotted(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _describe_preset(preset: Preset, overridden: list[str]) -> str:
     """Two lines: which preset applies and from where, then its settings."""
-    settings = " ".join(f"{key}={value}" for key, value in _dotted(preset.config).items())
+    settings = " ".join(f"{key}={value}" for key, value in flatten_dict(preset.config).items())
     changed = f"; overridden here: {', '.join(overridden)}" if overridden else ""
     return (
         f"trpo: preset {preset.env_id} (rl/presets/{preset.file}; source: {preset.source})\n"
@@ -256,8 +226,8 @@ def _check_env_id(env_id: str) -> None:
 
 
 def _default_run_dir(env_id: str, seed: int) -> str:
-    """``runs/ENV-seedS-STAMP``, created here: mkdir is atomic, so runs started in the same
-    second (a parallel sweep) get a directory each (``-2``, ``-3``, ... when taken)."""
+    """``runs/ENV-seedS-STAMP``, created here (atomic mkdir: runs started in the same second
+    get ``-2``, ``-3``...)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path("runs") / f"{env_id.replace('/', '_')}-seed{seed}-{stamp}"
     base.parent.mkdir(parents=True, exist_ok=True)
@@ -277,8 +247,9 @@ def _make_agent(config: TRPOConfig, comm: Comm) -> TRPO:
     except Exception as error:  # whatever the env's constructor raises (KeyError, assert, ...)
         if isinstance(error, (TrainingError, ConfigError)):
             raise
-        text = str(error).strip()
-        message = f"{type(error).__name__}: {text.splitlines()[0]}" if text else repr(error)
+        message = (
+            f"{type(error).__name__}: {first_line(error)}" if str(error).strip() else repr(error)
+        )
         raise UsageError(
             f"cannot build the agent for env_id = {config.env_id!r} "
             f"(env_kwargs = {config.env_kwargs!r}): {message}"

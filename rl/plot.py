@@ -19,6 +19,7 @@ import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from rl.config import flatten_dict
 from rl.run_files import CONFIG_FILE, EVALS_FILE, METRICS_FILE
 
 __all__ = ["RunCurve", "group_runs", "plot_runs", "read_run", "run_directories"]
@@ -112,19 +113,12 @@ def _settings(run_dir: Path) -> dict[str, Any]:
     if not config_path.is_file():
         return {}
     data = yaml.safe_load(config_path.read_text()) or {}
-    flat = _flatten(data) if isinstance(data, dict) else {}
-    return {key: value for key, value in flat.items() if key.split(".")[0] not in _NOT_GROUPED}
-
-
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = tuple(value) if isinstance(value, list) else value
-    return flat
+    flat = flatten_dict(data) if isinstance(data, dict) else {}
+    return {
+        key: tuple(value) if isinstance(value, list) else value
+        for key, value in flat.items()
+        if key.split(".")[0] not in _NOT_GROUPED
+    }
 
 
 def group_runs(runs: Sequence[RunCurve]) -> list[tuple[str, list[RunCurve]]]:
