@@ -1,11 +1,5 @@
-"""TRPO on Gymnasium, built on ``trust_region.TrustRegionOptimizer``.
-
-Example:
-    >>> import rl
-    >>> cfg = rl.TRPOConfig(env_id="Pendulum-v1", total_steps=100_000, seed=0)
-    >>> agent = rl.TRPO(cfg).learn()  # doctest: +SKIP
-    >>> agent.evaluate(episodes=10)  # doctest: +SKIP
-"""
+"""TRPO on Gymnasium, built on ``trust_region.TrustRegionOptimizer``:
+``rl.TRPO(rl.TRPOConfig(env_id="Pendulum-v1")).learn().evaluate()``."""
 
 from __future__ import annotations
 

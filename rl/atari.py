@@ -1,22 +1,14 @@
 """Atari (ALE) environments: gymnasium's own preprocessing wrappers, configured as data.
 
-An ALE env id (``ALE/Pong-v5``, or any id whose entry point is ale-py's ``AtariEnv``) is
-made as::
+An ALE env id (``ALE/Pong-v5``, or any id with ale-py's entry point) is made as::
 
     gym.make(env_id, frameskip=1, **env_kwargs)       ALE v5 skips 4 frames itself: off here
     AtariPreprocessing(noop_max, frame_skip,          frame skip with max-pooling of the last
                        screen_size, grayscale)         two frames, no-op starts, 84x84 gray
     FrameStackObservation(frame_stack)                (frame_stack, 84, 84) uint8
 
-Observations stay uint8 all the way: rl's rollout buffer stores them as uint8 and the Nature
-CNN (``rl.cnn``) scales them by 1/255. ALE v5's sticky actions (repeat_action_probability
-0.25) are kept unless ``env_kwargs`` says otherwise. Rewards are not clipped and a lost life
-does not end the episode (unless ``terminal_on_life_loss``): returns are game scores.
-
-Example:
-    >>> env = make_gym_env("ALE/Pong-v5", {}, AtariConfig())  # doctest: +SKIP
-    >>> env.observation_space
-    Box(0, 255, (4, 84, 84), uint8)
+Observations stay uint8 (the CNN scales them); ALE v5's sticky actions are kept; rewards are
+not clipped and a lost life ends no episode (unless ``terminal_on_life_loss``).
 """
 
 from __future__ import annotations
@@ -52,11 +44,7 @@ class AtariConfig(BaseModel):
 
 
 def ensure_registered(env_id: str) -> None:
-    """Register ale-py's envs when ``env_id`` is not known yet and ale-py is installed.
-
-    Raises:
-        gymnasium.error.DependencyNotInstalled: for an ``ALE/`` id without ale-py.
-    """
+    """Register ale-py's envs for an unknown ``env_id`` (DependencyNotInstalled for ALE/)."""
     if env_id in gym.registry:
         return
     if importlib.util.find_spec("ale_py") is None:
@@ -76,12 +64,7 @@ def is_atari(env_id: str | None) -> bool:
 
 
 def make_atari_env(env_id: str, env_kwargs: dict[str, Any] | None, config: AtariConfig) -> gym.Env:
-    """An ALE env wrapped as the module docstring shows; observations ``(stack, S, S)`` uint8.
-
-    Raises:
-        ValueError: if ``env_kwargs`` sets a ``frameskip`` other than 1.
-        gymnasium.error.DependencyNotInstalled: without OpenCV (AtariPreprocessing needs it).
-    """
+    """An ALE env wrapped as the module docstring shows; ``(stack, S, S)`` uint8."""
     kwargs = dict(env_kwargs or {})
     frameskip = kwargs.pop("frameskip", 1)
     if frameskip != 1:
@@ -95,14 +78,10 @@ def make_atari_env(env_id: str, env_kwargs: dict[str, Any] | None, config: Atari
         )
     env = gym.make(env_id, frameskip=1, **kwargs)
     env = AtariPreprocessing(
-        env,
-        noop_max=config.noop_max,
-        frame_skip=config.frame_skip,
-        screen_size=config.screen_size,
-        terminal_on_life_loss=config.terminal_on_life_loss,
-        grayscale_obs=True,
-        scale_obs=False,
-    )
+        env, noop_max=config.noop_max, frame_skip=config.frame_skip,
+        screen_size=config.screen_size, terminal_on_life_loss=config.terminal_on_life_loss,
+        grayscale_obs=True, scale_obs=False,
+    )  # fmt: skip
     if config.frame_stack > 1:
         env = FrameStackObservation(env, stack_size=config.frame_stack)
     return env

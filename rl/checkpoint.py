@@ -1,35 +1,5 @@
-"""Checkpoints of a training run, and exact resume.
-
-``RUN_DIR/checkpoint.pt`` holds everything a run needs to continue as if it had never
-stopped: the policy and value networks, both optimizers' states, the normalization
-statistics, the RNG states (torch's global generator, the agent's action and shuffle
-generators, numpy's and Python's global generators, the action spaces' generators), the
-state of every training env, the step and iteration counters, the wall time so far and the
-config. ``rl.TRPO.learn`` writes one every ``config.checkpoint_every`` iterations, at the
-end, and when SIGINT or SIGTERM stops it; ``rl.TRPO.resume(run_dir)`` continues from it.
-
-Files: a checkpoint is written to a temporary file in the run directory, flushed, fsynced
-and renamed over ``checkpoint.pt``; the checkpoint it replaces is kept as
-``checkpoint.prev.pt`` (hard-linked under a temporary name that is renamed over it, so
-``checkpoint.pt`` exists at every moment), and a ``checkpoint.pt`` that cannot be read
-makes resume fall back to it with a warning. A process killed (even by SIGKILL) at any
-point of the write leaves both complete; the next ``learn`` in the directory removes the
-temporary file it may leave. A write the file system refuses (disk full, read-only)
-raises ``rl.errors.CheckpointWriteError`` and leaves the checkpoints there as they were.
-``benchmarks/crash_safety.py`` checks all of this by killing ``trpo train`` 20 times.
-(Temporary names carry the writer's process id; only those of dead processes are removed.)
-Only tensors, numbers, strings, lists, tuples and dicts are stored, and checkpoints (and
-model files) are read with ``torch.load(..., weights_only=True)``: loading one never runs
-code, and a file built to run code is refused (``UnsafeCheckpointError``).
-
-
-The pieces: ``rl.run_files`` (atomic writes, safe loading), ``rl.replay`` (the envs'
-exact resume), ``rl.state`` (RNG states), ``rl.signals`` (stop signals).
-
-Example:
-    >>> agent = rl.TRPO.resume("runs/Pendulum-v1-seed0")  # doctest: +SKIP
-    >>> agent.learn()  # doctest: +SKIP
-"""
+"""Checkpoints of a training run and exact resume: build, write, find, check and load them
+(how and why: docs/checkpoints.md)."""
 
 from __future__ import annotations
 
@@ -58,51 +28,20 @@ from rl.run_files import (
 from rl.state import TrainingState, capture_rng_states, restore_rng_states
 from rl.wrappers import reward_statistics
 
-__all__ = [
-    "CheckpointWarning",
-    "Checkpointer",
-    "build_checkpoint",
-    "check_resumable",
-    "check_world_size",
-    "latest_checkpoint",
-    "load_run",
-    "load_run_of_job",
-    "read_checkpoint",
-    "restore_training_state",
-    "write_checkpoint",
-]
+__all__ = ["CheckpointWarning", "Checkpointer", "latest_checkpoint", "load_run",
+           "load_run_of_job", "read_checkpoint", "restore_training_state"]  # fmt: skip
 
-
-# Config fields that fix the networks' shapes or the envs' state: a checkpoint only fits a
-# config that agrees with it on these. Other fields may change between stop and resume.
-STRUCTURAL_FIELDS = (
-    "env_id",
-    "env_kwargs",
-    "num_envs",
-    "normalize_observations",
-    "normalize_rewards",
-    "policy.hidden_sizes",
-    "policy.activation",
-    "value.hidden_sizes",
-    "value.activation",
-)
+# A checkpoint only fits a config that agrees with it on these (networks' shapes, envs).
+STRUCTURAL_FIELDS = ("env_id", "env_kwargs", "num_envs", "normalize_observations",
+                     "normalize_rewards", "policy.hidden_sizes", "policy.activation",
+                     "value.hidden_sizes", "value.activation")  # fmt: skip
 # Fields that change neither what is learned nor the rows written.
-FREE_FIELDS = (
-    "total_steps",
-    "run_dir",
-    "checkpoint_every",
-    "device",
-    "torch_threads",
-    "vector_mode",
-)
+FREE_FIELDS = ("total_steps", "run_dir", "checkpoint_every", "device", "torch_threads",
+               "vector_mode")  # fmt: skip
 
 
 class CheckpointWarning(UserWarning):
-    """Resume goes on, but not quite as asked: a fallback checkpoint, a changed setting or
-    an env that did not return to its saved state."""
-
-
-# ------------------------------------------------------------------------------- files
+    """Resume goes on, but not quite as asked (fallback checkpoint, changed setting...)."""
 
 
 def write_checkpoint(state: dict[str, Any], directory: str | Path) -> Path:
@@ -114,8 +53,7 @@ def write_checkpoint(state: dict[str, Any], directory: str | Path) -> Path:
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; CheckpointError if it is unreadable,
-    holds anything but plain data, or is not an rl checkpoint."""
+    """Load a checkpoint (plain data only); CheckpointError if it is none."""
     state = load_plain_file(path)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{str(path)!r} is not an rl TRPO checkpoint ({CHECKPOINT_FORMAT})")
@@ -123,11 +61,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def latest_checkpoint(directory: str | Path) -> tuple[dict[str, Any], Path] | None:
-    """The newest readable checkpoint of a run directory and its path; None if it has none.
-
-    Falls back to ``checkpoint.prev.pt`` with a CheckpointWarning when ``checkpoint.pt`` is
-    missing or unreadable; raises CheckpointError when no checkpoint there can be read.
-    """
+    """The newest readable checkpoint of a run directory and its path (checkpoint.prev.pt
+    with a warning if checkpoint.pt is bad); None if none; CheckpointError if none reads."""
     directory = Path(directory)
     latest, previous = directory / CHECKPOINT_FILE, directory / PREVIOUS_CHECKPOINT_FILE
     if not latest.exists() and not previous.exists():
@@ -153,7 +88,6 @@ def latest_checkpoint(directory: str | Path) -> tuple[dict[str, Any], Path] | No
     return state, previous
 
 
-# ------------------------------------------------------------------------------- config
 def _field(config: Mapping[str, Any], dotted: str) -> Any:
     value: Any = config
     for part in dotted.split("."):
@@ -162,9 +96,8 @@ def _field(config: Mapping[str, Any], dotted: str) -> Any:
 
 
 def check_resumable(saved: Mapping[str, Any], config: TRPOConfig) -> list[str]:
-    """Raise CheckpointError if ``config`` differs from a checkpoint's config ``saved`` in a
-    field of ``STRUCTURAL_FIELDS``; return the other fields that changed (``FREE_FIELDS``
-    aside), as ``"name: old -> new"``, for a warning."""
+    """CheckpointError if ``config`` differs from ``saved`` in a STRUCTURAL_FIELDS field;
+    else the other changed fields (FREE_FIELDS aside) as ``"name: old -> new"``."""
     current = config.model_dump(mode="json")
     for name in STRUCTURAL_FIELDS:
         if _field(saved, name) != _field(current, name):
@@ -191,9 +124,7 @@ def _leaf_names(config: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
 
 
 def check_world_size(checkpoint: Mapping[str, Any], run_dir: str | Path, world_size: int) -> None:
-    """Raise CheckpointError unless ``checkpoint`` was written by a job of ``world_size``
-    ranks: each rank's envs and RNGs resume from their own saved state (a checkpoint of a
-    torchrun job of K ranks, ``rl.distributed``, holds K; one of a single process, one)."""
+    """CheckpointError unless ``checkpoint`` comes from a job of ``world_size`` ranks."""
     saved = int(checkpoint.get("world_size", 1))
     if saved == world_size:
         return
@@ -210,19 +141,11 @@ def check_world_size(checkpoint: Mapping[str, Any], run_dir: str | Path, world_s
     )
 
 
-# ------------------------------------------------------------------------------- RNG
-
-
-# ------------------------------------------------------------------------------- envs
-
-
-# ------------------------------------------------------------------------------- state
 def build_checkpoint(
     config: TRPOConfig, state: TrainingState, snapshot: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Everything a run needs to continue training exactly, as plain data: ``state``'s
-    networks and optimizers with the envs, RNGs and statistics of ``snapshot``
-    (``Checkpointer.capture``)."""
+    """The checkpoint (plain data): ``state``'s networks and optimizers with the envs, RNGs
+    and statistics of ``snapshot`` (``Checkpointer.capture``)."""
     saved = state.state_dict(config.model_dump(mode="json"), rng=snapshot["rng"])
     saved["model"]["obs_normalizer"] = snapshot["envs"]["obs_normalizer"]
     if snapshot["reward_statistics"] is not None:
@@ -258,8 +181,8 @@ def restore_training_state(
     collector: RolloutCollector,
     checkpoint: Mapping[str, Any],
 ) -> list[int]:
-    """At the start of ``learn`` after a resume: restore the freshly reset training envs,
-    then the RNGs. Returns the sub-envs whose replay did not reproduce their state."""
+    """Restore the freshly reset training envs, then the RNGs; returns the sub-envs whose
+    replay did not reproduce their state."""
     diverged = restore_env_state(envs, collector, checkpoint["envs"])
     restore_rng_states(checkpoint["rng"], state.generators)
     return diverged
@@ -268,13 +191,9 @@ def restore_training_state(
 def load_run(
     run_dir: str | Path, total_steps: int | None = None, restart: bool = False
 ) -> tuple[TRPOConfig, dict[str, Any] | None, Path | None]:
-    """The config of a run directory (its config.yaml, ``run_dir`` set to where it is now,
-    ``total_steps`` replaced if given) and its latest checkpoint with its path, or
-    ``(config, None, None)`` when it has no checkpoint yet.
-
-    A directory with a final model.pt but no checkpoint (a finished run whose checkpoints
-    were deleted) is refused unless ``restart``: starting afresh would drop its rows, its
-    evaluations and its model."""
+    """A run directory's config (``run_dir`` and ``total_steps`` updated), latest
+    checkpoint and its path (None, None without one; a finished run without one is
+    refused unless ``restart``)."""
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
@@ -314,10 +233,8 @@ def load_run(
 def load_run_of_job(
     run_dir: str | Path, total_steps: int | None, restart: bool, comm: Comm
 ) -> tuple[TRPOConfig, dict[str, Any] | None, Path | None]:
-    """``load_run`` on the main rank of ``comm``'s job, its checkpoint checked to come from
-    a job of as many ranks (its error raised on every rank). Every rank receives the
-    config and the checkpoint's common part (broadcast) and only its own envs and RNGs
-    (scattered): each rank's checkpoint as it restores it."""
+    """``load_run`` on the main rank (its error raised on every rank); every rank receives
+    the config, the common part (broadcast) and only its own envs and RNGs (scattered)."""
     loaded: Any = None
     rank_parts: list[Any] | None = None
     if comm.is_main:
@@ -342,17 +259,8 @@ def load_run_of_job(
 
 
 class Checkpointer:
-    """Writes the checkpoints of one ``learn`` call into ``directory``.
-
-    Args:
-        config (TRPOConfig): the run's settings; ``checkpoint_every`` iterations between
-            checkpoints (0: only when asked, at the end and on a stop signal).
-        state (TrainingState): the state being trained.
-        comm (Comm): the job; only its main rank writes.
-        directory (Path): the run directory.
-        envs (VectorEnvs): the training envs (made with ``RecordingFactory``).
-        collector (RolloutCollector): the rollout collector stepping them.
-    """
+    """Writes the checkpoints of one ``learn`` call (the main rank) of ``state`` and the
+    training ``envs`` (made with ``RecordingFactory``) stepped by ``collector``."""
 
     def __init__(
         self,
@@ -375,10 +283,8 @@ class Checkpointer:
 
     def capture(self, seconds: float) -> dict[str, Any] | None:
         """This iteration's checkpoint but its networks and optimizers, taken now on every
-        rank (the others' envs and RNGs gathered to the main rank; every rank calls it at
-        the same iteration), or None when it is written already. ``write`` completes it:
-        the networks and optimizers change only in the next update, so the loop may let
-        the value fit finish beside the next rollout first."""
+        rank (gathered to the main rank), or None if written already; ``write`` completes
+        it (the value fit may finish beside the next rollout first)."""
         if self.saved_iteration == self.state.iteration:
             return None
         envs = capture_env_state(self.envs, self.collector)
@@ -398,12 +304,8 @@ class Checkpointer:
         }
 
     def write(self, snapshot: Mapping[str, Any] | None) -> Path:
-        """Write the checkpoint of ``snapshot`` (the main rank; nothing for None).
-
-        Raises:
-            CheckpointWriteError: the file system refused the write (disk full, read-only);
-                the checkpoints already there are intact.
-        """
+        """Write the checkpoint of ``snapshot`` (main rank; nothing for None);
+        CheckpointWriteError if the file system refuses (the old ones stay intact)."""
         path = self.directory / CHECKPOINT_FILE
         if snapshot is None:
             return path
@@ -422,8 +324,5 @@ class Checkpointer:
         return path
 
     def save(self, seconds: float) -> Path:
-        """Write a checkpoint of the current state (once per iteration); in a job every rank
-        calls it at the same iteration, and the main rank writes one for the job (its own
-        envs and RNGs where a single process keeps them, the others' under
-        ``"rank_states"``, and ``"world_size"``)."""
+        """Write a checkpoint of the current state (every rank calls it, once an iteration)."""
         return self.write(self.capture(seconds))

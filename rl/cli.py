@@ -33,10 +33,7 @@ from pydantic.fields import FieldInfo
 
 from rl.cli_train import UsageError, train_command
 from rl.cli_tune import add_tune_parser
-from rl.config import (
-    ConfigError,
-    TRPOConfig,
-)
+from rl.config import ConfigError, TRPOConfig
 from rl.errors import RunDirLockedError, TrainingError, first_line
 from rl.presets import PRESET_SOURCES, all_presets, find_preset, similar_presets
 from rl.run_files import (
@@ -89,106 +86,72 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     train = commands.add_parser(
-        "train",
-        help="train an agent; writes a run directory",
-        epilog=_config_fields_help(),
+        "train", help="train an agent; writes a run directory", epilog=_config_fields_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    train.add_argument(
-        "target",
-        metavar="ENV_ID_OR_CONFIG_FILE",
-        nargs="?",
-        help="a gymnasium env id (its preset applies) or a .yaml/.toml/.json config",
-    )
-    train.add_argument(
-        "--resume",
-        metavar="RUN_DIR",
-        help="continue a run from its config.yaml and latest checkpoint "
-        "(with --total-steps and --quiet only)",
-    )
-    train.add_argument(
-        "--restart",
-        action="store_true",
-        help="with --resume: start afresh even when RUN_DIR holds a finished run without a "
-        "checkpoint (its rows, evaluations and model.pt are replaced)",
-    )
+    )  # fmt: skip
+    train.add_argument("target", metavar="ENV_ID_OR_CONFIG_FILE", nargs="?",
+                       help="a gymnasium env id (its preset applies) or a .yaml/.toml/.json "
+                       "config")  # fmt: skip
+    train.add_argument("--resume", metavar="RUN_DIR",
+                       help="continue a run from its config.yaml and latest checkpoint (with "
+                       "--total-steps and --quiet only)")  # fmt: skip
+    train.add_argument("--restart", action="store_true",
+                       help="with --resume: start afresh even when RUN_DIR holds a finished run "
+                       "without a checkpoint (its rows, evaluations and model.pt are "
+                       "replaced)")  # fmt: skip
     train.add_argument("--total-steps", type=int, help="env steps to train for")
     train.add_argument("--seed", type=int, help="random seed")
     train.add_argument("--num-envs", type=int, help="environments stepped together")
     train.add_argument("--run-dir", help="output directory (default: runs/ENV-seedS-TIME)")
-    train.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any config field, dotted for nested ones (repeatable)",
-    )
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="any config field, dotted for nested ones (repeatable)")  # fmt: skip
     train.add_argument("--quiet", action="store_true", help="print only the final summary")
-    train.add_argument(
-        "--preset", choices=PRESET_SOURCES, default="default", help="ours or RL Zoo's settings"
-    )
-    train.add_argument(
-        "--tensorboard",
-        action="store_true",
-        help="also log metrics to RUN_DIR/tensorboard (needs: pip install tensorboard)",
-    )
+    train.add_argument("--preset", choices=PRESET_SOURCES, default="default",
+                       help="ours or RL Zoo's settings")  # fmt: skip
+    train.add_argument("--tensorboard", action="store_true",
+                       help="also log metrics to RUN_DIR/tensorboard (needs: pip install "
+                       "tensorboard)")  # fmt: skip
     train.set_defaults(handler=train_command)
     add_tune_parser(commands)
 
     evaluate = commands.add_parser("eval", help="evaluate the final model of a run")
     evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run directory from trpo train")
-    evaluate.add_argument(
-        "--episodes", type=_positive_int, help="episodes (default 10, or 1 with --video)"
-    )
-    evaluate.add_argument(
-        "--json", action="store_true", help="print only the result as one line of JSON"
-    )
-    evaluate.add_argument(
-        "--video",
-        metavar="DIR",
-        help="record the episodes as MP4s in DIR with gymnasium's RecordVideo (needs moviepy)",
-    )
-    evaluate.add_argument(
-        "--device", help="torch device to evaluate on (default: the run's, else the CPU)"
-    )
+    evaluate.add_argument("--episodes", type=_positive_int,
+                          help="episodes (default 10, or 1 with --video)")  # fmt: skip
+    evaluate.add_argument("--json", action="store_true",
+                          help="print only the result as one line of JSON")  # fmt: skip
+    evaluate.add_argument("--video", metavar="DIR",
+                          help="record the episodes as MP4s in DIR with gymnasium's RecordVideo "
+                          "(needs moviepy)")  # fmt: skip
+    evaluate.add_argument("--device", help="torch device to evaluate on (default: the run's, "
+                          "else the CPU)")  # fmt: skip
     evaluate.set_defaults(handler=_eval)
 
     export = commands.add_parser(
         "export", help="write the deterministic policy as an ONNX or torch.export file"
     )
     export.add_argument("run_dir", metavar="RUN_DIR", help="a run directory from trpo train")
-    export.add_argument(
-        "--format", choices=("onnx", "pt2"), default="onnx", help="file format (default: onnx)"
-    )
+    export.add_argument("--format", choices=("onnx", "pt2"), default="onnx",
+                        help="file format (default: onnx)")  # fmt: skip
     export.add_argument("--out", metavar="FILE", help="default: RUN_DIR/policy.onnx or .pt2")
     export.add_argument("--device", help="torch device to load the run on (default: as eval)")
     export.set_defaults(handler=_export)
 
     presets = commands.add_parser("presets", help="list the built-in tuned settings")
-    presets.add_argument(
-        "env_id", metavar="ENV_ID", nargs="?", help="show this env's full preset config"
-    )
+    presets.add_argument("env_id", metavar="ENV_ID", nargs="?",
+                         help="show this env's full preset config")  # fmt: skip
     presets.set_defaults(handler=_presets)
 
-    plot = commands.add_parser(
-        "plot", help="draw return vs env steps and vs wall time of runs into a PNG"
-    )
-    plot.add_argument(
-        "run_dirs",
-        metavar="RUN_DIR",
-        nargs="+",
-        help="run directories (or folders of them); runs differing only in seed are averaged",
-    )
-    plot.add_argument(
-        "--out",
-        metavar="FILE.png",
-        help="image to write (default: RUN_DIR/returns.png for one run, else returns.png)",
-    )
-    plot.add_argument(
-        "--eval",
-        action="store_true",
-        help="plot evaluation returns (evals.jsonl) instead of training returns",
-    )
+    plot = commands.add_parser("plot", help="draw return vs env steps and vs wall time of runs "
+                               "into a PNG")  # fmt: skip
+    plot.add_argument("run_dirs", metavar="RUN_DIR", nargs="+",
+                      help="run directories (or folders of them); runs differing only in seed "
+                      "are averaged")  # fmt: skip
+    plot.add_argument("--out", metavar="FILE.png",
+                      help="image to write (default: RUN_DIR/returns.png for one run, else "
+                      "returns.png)")  # fmt: skip
+    plot.add_argument("--eval", action="store_true", help="plot evaluation returns (evals.jsonl) "
+                      "instead of training returns")  # fmt: skip
     plot.set_defaults(handler=_plot)
     return parser
 
@@ -242,29 +205,19 @@ def run_command(args: argparse.Namespace) -> int:
     code (2 for bad arguments or config, 1 for training errors, 130 for Ctrl-C)."""
     try:
         return args.handler(args)
-    except (UsageError, ConfigError) as error:
+    except (UsageError, ConfigError, RunDirLockedError, TrainingError) as error:
         print(f"trpo {args.command}: error: {error}", file=sys.stderr)
-        return USAGE_ERROR
-    except RunDirLockedError as error:  # another process's run: a usage error, nothing lost
-        print(f"trpo {args.command}: error: {error}", file=sys.stderr)
-        return USAGE_ERROR
-    except TrainingError as error:
-        print(f"trpo {args.command}: error: {error}", file=sys.stderr)
-        return 1
+        # another process's run (RunDirLockedError): a usage error, nothing lost
+        usage = not isinstance(error, TrainingError) or isinstance(error, RunDirLockedError)
+        return USAGE_ERROR if usage else 1
     except KeyboardInterrupt:
         print(f"trpo {args.command}: interrupted", file=sys.stderr)
         return 130
 
 
-# --------------------------------------------------------------------------------- train
-
-
-# --------------------------------------------------------------------------------- eval
 def _load_run(run_dir: str, command: str, device: str | None = None) -> TRPO:
-    """The newest intact state of ``run_dir``: model.pt, or a checkpoint written after it
-    (training killed during a resumed run) or instead of it (training did not finish);
-    checkpoint.prev.pt when checkpoint.pt is unreadable. Says on stderr when it is not
-    model.pt, with its step."""
+    """The newest intact state of ``run_dir`` (model.pt, or a newer or only checkpoint;
+    checkpoint.prev.pt if checkpoint.pt is unreadable), said on stderr if not model.pt."""
     directory = Path(run_dir)
     if not directory.is_dir():
         raise UsageError(f"RUN_DIR = {run_dir!r}: no such directory")
@@ -360,11 +313,10 @@ def _record_video(agent: TRPO, video_dir: str, episodes: int) -> dict[str, typin
     except ImportError as error:
         raise UsageError(f"--video: {error}") from None
     except (gym.error.Error, ValueError, RuntimeError, OSError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        message = first_line(error) if str(error).strip() else repr(error)
         raise UsageError(f"--video {video_dir!r}: cannot record: {message}") from None
 
 
-# --------------------------------------------------------------------------------- presets
 def _presets(args: argparse.Namespace) -> int:
     if args.env_id is not None:
         return _show_preset(args.env_id)
@@ -406,7 +358,6 @@ def _show_preset(env_id: str) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------------- plot
 def _plot(args: argparse.Namespace) -> int:
     from rl.plot import plot_runs  # matplotlib (~0.4 s) only for the command that draws
 

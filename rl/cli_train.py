@@ -1,8 +1,5 @@
-"""``trpo train``: a run from an env id or a config file, or ``--resume RUN_DIR``.
-
-``rl.cli`` parses the command line and dispatches here; ``rl.train`` runs the same
-``train_command`` on each rank of a torchrun job with a ``DistributedComm``.
-"""
+"""``trpo train``: a run from an env id or a config file, or ``--resume RUN_DIR`` (``rl.cli``
+dispatches here; ``rl.train`` runs it on each rank of a torchrun job)."""
 
 from __future__ import annotations
 
@@ -12,10 +9,10 @@ import copy
 import signal
 import sys
 import time
-import typing
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 
@@ -25,13 +22,21 @@ from rl.comm import Comm
 from rl.config import (
     ConfigError,
     TRPOConfig,
+    flatten_dict,
     merge_dicts,
     parse_overrides,
     read_config_file,
 )
 from rl.errors import RunDirLockedError, TrainingError, first_line
 from rl.presets import Preset, find_preset, similar_presets
-from rl.progress import Progress, ProgressMode, make_progress
+from rl.progress import (
+    TENSORBOARD_HINT,
+    Progress,
+    ProgressMode,
+    TensorBoardProgress,
+    make_progress,
+    tensorboard_available,
+)
 from rl.run_files import (
     ALL_RUN_FILES,
     CHECKPOINT_FILE,
@@ -39,10 +44,9 @@ from rl.run_files import (
     PREVIOUS_CHECKPOINT_FILE,
     CheckpointError,
 )
-from rl.tensorboard import TENSORBOARD_HINT, TensorBoardProgress, tensorboard_available
 from rl.trpo import TRPO
 
-__all__ = ["CONFIG_SUFFIXES", "UsageError", "config_data", "flatten_dotted", "train_command"]
+__all__ = ["CONFIG_SUFFIXES", "UsageError", "config_data", "train_command"]
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".toml", ".json")
 
@@ -68,11 +72,8 @@ def train_command(args: argparse.Namespace, make_comm: Callable[[], Comm] = Comm
             names = " or ".join(similar_presets(config.env_id))
             print(f"trpo: no preset for {config.env_id}, plain defaults apply (a preset exists "
                   f"for {names}: trpo presets)", flush=True)  # fmt: skip
-        print(
-            f"trpo: training {config.env_id} for {config.total_steps} steps, "
-            f"seed {config.seed}, run dir {config.run_dir}",
-            flush=True,
-        )
+        print(f"trpo: training {config.env_id} for {config.total_steps} steps, seed "
+              f"{config.seed}, run dir {config.run_dir}", flush=True)  # fmt: skip
     return _run_training(agent, args.quiet, args.tensorboard)
 
 
@@ -83,11 +84,8 @@ def _run_training(agent: TRPO, quiet: bool, tensorboard: bool = False) -> int:
     except KeyboardInterrupt:
         run_dir = agent.config.run_dir
         if (Path(run_dir) / CHECKPOINT_FILE).exists():
-            print(
-                f"trpo train: interrupted; continue from the last checkpoint with: "
-                f"trpo train --resume {run_dir}",
-                file=sys.stderr,
-            )
+            print("trpo train: interrupted; continue from the last checkpoint with: "
+                  f"trpo train --resume {run_dir}", file=sys.stderr)  # fmt: skip
             return 130
         raise
     except RunDirLockedError:
@@ -127,13 +125,8 @@ def _progress(agent: TRPO, quiet: bool, tensorboard: bool) -> ProgressMode | Pro
 
 def _resume(args: argparse.Namespace, comm: Comm) -> int:
     """``trpo train --resume RUN_DIR``: continue from config.yaml and the latest checkpoint."""
-    given = {
-        "ENV_ID_OR_CONFIG_FILE": args.target,
-        "--seed": args.seed,
-        "--num-envs": args.num_envs,
-        "--run-dir": args.run_dir,
-        "--set": args.set,
-    }
+    given = {"ENV_ID_OR_CONFIG_FILE": args.target, "--seed": args.seed,
+             "--num-envs": args.num_envs, "--run-dir": args.run_dir, "--set": args.set}  # fmt: skip
     extra = [name for name, value in given.items() if value]
     if extra:
         raise UsageError(
@@ -143,9 +136,8 @@ def _resume(args: argparse.Namespace, comm: Comm) -> int:
     run_dir = args.resume
     with _checkpoint_warnings_as_lines():
         try:
-            agent = TRPO.resume(
-                run_dir, total_steps=args.total_steps, restart=args.restart, comm=comm
-            )
+            steps, restart = args.total_steps, args.restart
+            agent = TRPO.resume(run_dir, total_steps=steps, restart=restart, comm=comm)
         except CheckpointError as error:
             raise UsageError(f"--resume {run_dir!r}: {error}") from None
         config = agent.config
@@ -153,17 +145,14 @@ def _resume(args: argparse.Namespace, comm: Comm) -> int:
             print(f"trpo: no checkpoint in {run_dir}: starting afresh from its config.yaml")
         elif agent.step >= config.total_steps:
             agent.close()
-            print(
-                f"trpo: the run in {run_dir} is finished ({agent.step} of {config.total_steps} "
-                "steps); nothing to do (--total-steps N trains it longer)"
-            )
+            print(f"trpo: the run in {run_dir} is finished ({agent.step} of "
+                  f"{config.total_steps} steps); nothing to do (--total-steps N trains it "
+                  "longer)")  # fmt: skip
             return 0
         elif not args.quiet:
-            print(
-                f"trpo: resuming {config.env_id} in {run_dir} from step {agent.step} "
-                f"(iteration {agent.iteration}) to {config.total_steps} steps",
-                flush=True,
-            )
+            print(f"trpo: resuming {config.env_id} in {run_dir} from step {agent.step} "
+                  f"(iteration {agent.iteration}) to {config.total_steps} steps",
+                  flush=True)  # fmt: skip
         return _run_training(agent, args.quiet, args.tensorboard)
 
 
@@ -187,17 +176,10 @@ def _checkpoint_warnings_as_lines() -> Iterator[None]:
 def _resolve_train_config(
     args: argparse.Namespace,
 ) -> tuple[TRPOConfig, Preset | None, list[str]]:
-    """Preset of the env ← config file ← --set ← flags.
-
-    Returns:
-        (config, the preset applied or None, the preset's settings that were overridden)
-    """
-    flags = {
-        "total_steps": args.total_steps,
-        "seed": args.seed,
-        "num_envs": args.num_envs,
-        "run_dir": args.run_dir,
-    }
+    """Preset of the env ← config file ← --set ← flags; the config, the preset applied (or
+    None) and the preset's settings overridden."""
+    flags = {"total_steps": args.total_steps, "seed": args.seed, "num_envs": args.num_envs,
+             "run_dir": args.run_dir}  # fmt: skip
     merged, preset, data = config_data(args.target, args.set, flags, args.preset)
     settings = preset.config if preset is not None else {}
     config = TRPOConfig.from_dict(merged)
@@ -211,13 +193,13 @@ def _resolve_train_config(
         )
     if Path(config.run_dir).exists() and not Path(config.run_dir).is_dir():
         raise UsageError(f"run_dir = {config.run_dir!r} is a file, not a directory")
-    overridden = sorted(set(flatten_dotted(settings)) & set(flatten_dotted(data)))
+    overridden = sorted(set(flatten_dict(settings)) & set(flatten_dict(data)))
     return config, preset, overridden
 
 
 def config_data(
-    target: str, overrides: list[str], flags: dict[str, typing.Any], preset_source: str
-) -> tuple[dict[str, typing.Any], Preset | None, dict[str, typing.Any]]:
+    target: str, overrides: list[str], flags: dict[str, Any], preset_source: str
+) -> tuple[dict[str, Any], Preset | None, dict[str, Any]]:
     """(preset settings ← config file or env id ← --set ← flags, the preset, what the
     command line gave without the preset); UsageError for a bad env id or preset."""
     path = Path(target)
@@ -236,20 +218,9 @@ def config_data(
     return merge_dicts(settings, data), preset, data
 
 
-def flatten_dotted(data: dict[str, typing.Any], prefix: str = "") -> dict[str, typing.Any]:
-    """``{"value": {"epochs": 20}}`` -> ``{"value.epochs": 20}``."""
-    flat: dict[str, typing.Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten_dotted(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _describe_preset(preset: Preset, overridden: list[str]) -> str:
     """Two lines: which preset applies and from where, then its settings."""
-    settings = " ".join(f"{key}={value}" for key, value in flatten_dotted(preset.config).items())
+    settings = " ".join(f"{key}={value}" for key, value in flatten_dict(preset.config).items())
     changed = f"; overridden here: {', '.join(overridden)}" if overridden else ""
     return (
         f"trpo: preset {preset.env_id} (rl/presets/{preset.file}; source: {preset.source})\n"
@@ -266,8 +237,8 @@ def _check_env_id(env_id: str) -> None:
 
 
 def _default_run_dir(env_id: str, seed: int) -> str:
-    """``runs/ENV-seedS-STAMP``, created here: mkdir is atomic, so runs started in the same
-    second (a parallel sweep) get a directory each (``-2``, ``-3``, ... when taken)."""
+    """``runs/ENV-seedS-STAMP``, created here (atomic mkdir: runs started in the same second
+    get ``-2``, ``-3``...)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path("runs") / f"{env_id.replace('/', '_')}-seed{seed}-{stamp}"
     base.parent.mkdir(parents=True, exist_ok=True)
@@ -287,8 +258,9 @@ def _make_agent(config: TRPOConfig, comm: Comm) -> TRPO:
     except Exception as error:  # whatever the env's constructor raises (KeyError, assert, ...)
         if isinstance(error, (TrainingError, ConfigError)):
             raise
-        text = str(error).strip()
-        message = f"{type(error).__name__}: {text.splitlines()[0]}" if text else repr(error)
+        message = (
+            f"{type(error).__name__}: {first_line(error)}" if str(error).strip() else repr(error)
+        )
         raise UsageError(
             f"cannot build the agent for env_id = {config.env_id!r} "
             f"(env_kwargs = {config.env_kwargs!r}): {message}"

@@ -1,25 +1,8 @@
-"""The Nature CNN (Mnih et al., 2015) for image observations: policy and value networks.
-
-An *image space* is a uint8 Box of rank 2 ``(H, W)`` or 3, channels first ``(C, H, W)``
-(the frame stacks of ``rl.atari``) or last ``(H, W, C)`` (the smallest axis is taken as
-the channels). rl flattens every observation to ``(B, obs_dim)``; the rollout buffer keeps
-image observations as uint8 (4x less memory than float32), and the network alone converts
-them: ``view`` back to ``(B, C, H, W)``, cast to float and scale by 1/255.
-
-Policy and value are separate networks, each a conv trunk and its own MLP head
-(``hidden_sizes``/``activation`` of ``PolicyConfig``/``ValueConfig``; the Atari preset sets
-``[512]`` and ReLU, i.e. exactly the Nature CNN). Not shared, because TRPO bounds how far one
-update moves the policy by its KL: with a shared trunk the value fit would move the policy
-too, outside that bound, and the policy step would move the value's features. The price is
-two CNN forward passes where one would do; OpenAI Baselines' TRPO makes the same choice
-(``value_network='copy'``).
-
-Example:
-    >>> space = spaces.Box(0, 255, (4, 84, 84), np.uint8)
-    >>> is_image_space(space)
-    True
-    >>> NatureCNN(space)(torch.zeros(2, 4 * 84 * 84, dtype=torch.uint8)).shape
-    torch.Size([2, 3136])
+"""The Nature CNN (Mnih et al., 2015) for image observations (a uint8 Box of rank 2, or 3
+with channels first or last: the smallest axis). The rollout keeps images as uint8; the
+network converts them (float, scaled by 1/255). Policy and value are separate networks (a
+shared trunk would let the value fit move the policy outside its KL bound), as OpenAI
+Baselines' TRPO (``value_network='copy'``).
 """
 
 from __future__ import annotations
@@ -54,19 +37,9 @@ def image_shape(space: spaces.Box) -> tuple[tuple[int, int, int], bool]:
 
 
 class NatureCNN(nn.Module):
-    """The conv trunk of the Nature DQN: ``(B, C·H·W)`` pixels -> ``(B, features)``.
-
-    Conv 32×8×8 stride 4, conv 64×4×4 stride 2, conv 64×3×3 stride 1, each followed by ReLU,
-    orthogonal weights with gain √2 and zero biases (as OpenAI Baselines and SB3).
-
-    Args:
-        space (spaces.Box): the image space (see ``is_image_space``); frames must be at least
-            36×36.
-
-    Attributes:
-        observation_dtype (torch.dtype): ``torch.uint8``: the rollout buffer stores the
-            observations fed to this network in this dtype.
-        features (int): output width (3,136 for 84×84 frames).
+    """The Nature DQN's conv trunk, ``(B, C·H·W)`` pixels -> ``(B, features)`` (3,136 for
+    84×84): convs 32×8×8/4, 64×4×4/2, 64×3×3/1 with ReLU, orthogonal weights (gain √2), zero
+    biases, as Baselines and SB3. Frames of at least 36×36; fed uint8 (``observation_dtype``).
     """
 
     observation_dtype = torch.uint8
@@ -80,24 +53,16 @@ class NatureCNN(nn.Module):
         if min(height, width) < 36:
             raise ValueError(f"NatureCNN needs frames of at least 36x36, got {space.shape}")
         self.convolutions = nn.Sequential(
-            _conv(channels, 32, 8, 4),
-            nn.ReLU(),
-            _conv(32, 64, 4, 2),
-            nn.ReLU(),
-            _conv(64, 64, 3, 1),
-            nn.ReLU(),
-            nn.Flatten(),
-        )
+            _conv(channels, 32, 8, 4), nn.ReLU(), _conv(32, 64, 4, 2), nn.ReLU(),
+            _conv(64, 64, 3, 1), nn.ReLU(), nn.Flatten(),
+        )  # fmt: skip
         with torch.no_grad():
             self.features = int(self.convolutions(torch.zeros(1, *self.image_shape)).shape[1])
 
     def forward(self, observations: Tensor) -> Tensor:
         """``observations``: ``(B, C·H·W)`` uint8 (or float in [0, 255]) in the space's layout."""
-        layout = (
-            (self.image_shape[1], self.image_shape[2], self.image_shape[0])
-            if self.channels_last
-            else self.image_shape
-        )
+        channels, height, width = self.image_shape
+        layout = (height, width, channels) if self.channels_last else self.image_shape
         images = observations.reshape(-1, *layout)
         if self.channels_last:
             images = images.permute(0, 3, 1, 2)
@@ -123,11 +88,7 @@ def make_image_policy(
     config: PolicyConfig,
     normalize_observations: bool = False,
 ) -> Policy:
-    """Nature CNN trunk + MLP head (``config.hidden_sizes``, output gain 0.01) -> ``action_space``.
-
-    Raises:
-        ValueError: with ``normalize_observations``: the CNN wants raw uint8 pixels.
-    """
+    """Nature CNN trunk + MLP head (output gain 0.01); ValueError with normalization."""
     if normalize_observations:
         raise ValueError(
             "normalize_observations = True with image observations: the CNN scales raw "
@@ -135,14 +96,8 @@ def make_image_policy(
         )
     distribution = make_distribution(action_space, config.log_std_init)
     trunk = NatureCNN(observation_space)
-    head = mlp(
-        trunk.features,
-        config.hidden_sizes,
-        distribution.param_size,
-        config.activation,
-        config.ortho_init,
-        output_gain=0.01,
-    )
+    sizes = (trunk.features, config.hidden_sizes, distribution.param_size)
+    head = mlp(*sizes, config.activation, config.ortho_init, output_gain=0.01)
     return Policy(_ImageNetwork(trunk, head), distribution)
 
 

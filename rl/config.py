@@ -1,12 +1,5 @@
-"""TRPOConfig: every setting of a run, validated, frozen, loadable from YAML, TOML or JSON.
-
-Config is data: derived sizes (e.g. steps per env) are properties, never written back.
-
-Example:
-    >>> cfg = TRPOConfig(env_id="Pendulum-v1", total_steps=100_000, seed=0)
-    >>> cfg.with_overrides(["policy.hidden_sizes=[32, 32]", "max_kl=0.02"]).max_kl
-    0.02
-"""
+"""TRPOConfig: every setting of a run, validated, frozen, loadable from YAML, TOML or JSON
+(derived sizes are properties, never written back)."""
 
 from __future__ import annotations
 
@@ -24,18 +17,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rl.atari import AtariConfig
+from rl.errors import first_line
 from rl.presets import find_preset
 
-__all__ = [
-    "AtariConfig",
-    "ConfigError",
-    "PolicyConfig",
-    "TRPOConfig",
-    "ValueConfig",
-    "describe_validation_error",
-    "merge_dicts",
-    "parse_overrides",
-]
+__all__ = ["AtariConfig", "ConfigError", "PolicyConfig", "TRPOConfig", "ValueConfig",
+           "describe_validation_error", "flatten_dict", "merge_dicts",
+           "parse_overrides"]  # fmt: skip
 
 Activation = Literal["tanh", "relu", "elu", "gelu", "silu"]
 HiddenSizes = tuple[Annotated[int, Field(ge=1, le=65536)], ...]
@@ -86,12 +73,7 @@ class ValueConfig(_Frozen):
 
 class TRPOConfig(_Frozen):
     """All settings of a TRPO run. Defaults follow the seed project (max_kl 0.01, γ 0.99,
-    λ 0.95, 10 CG iterations, 10 backtracks, damping 0.1, 64×64 networks).
-
-    Example:
-        >>> TRPOConfig(env_id="CartPole-v1").steps_per_env
-        1024
-    """
+    λ 0.95, 10 CG iterations, 10 backtracks, damping 0.1, 64×64 networks)."""
 
     env_id: str | None = Field(
         None,
@@ -241,23 +223,14 @@ class TRPOConfig(_Frozen):
 
     @classmethod
     def from_file(cls, path: str | Path, overrides: Iterable[str] = ()) -> TRPOConfig:
-        """Load a YAML (``.yaml``/``.yml``), TOML or JSON file, then apply ``key=value`` overrides.
-
-        Example:
-            >>> TRPOConfig.from_file("pendulum.yaml", ["seed=3"])  # doctest: +SKIP
-        """
+        """Load a YAML, TOML or JSON file, then apply ``key=value`` overrides."""
         return cls.from_dict(merge_dicts(read_config_file(path), parse_overrides(overrides)))
 
     @classmethod
     def from_preset(cls, env_id: str, source: str = "default", **overrides: Any) -> TRPOConfig:
         """The tuned settings for ``env_id`` from the preset files in ``rl/presets/`` (plain
         defaults if there is none), updated by ``overrides`` (nested dicts for nested fields).
-        ``source="zoo"``: RL Zoo's settings (``rl.presets.find_preset``).
-
-        Example:
-            >>> TRPOConfig.from_preset("HalfCheetah-v5", seed=1).max_kl
-            0.24
-        """
+        ``source="zoo"``: RL Zoo's settings (``rl.presets.find_preset``)."""
         preset = find_preset(env_id, source)
         settings = copy.deepcopy(preset.config) if preset is not None else {}
         data = merge_dicts({"env_id": env_id}, settings)
@@ -296,8 +269,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except (yaml.YAMLError, json.JSONDecodeError, ValueError) as error:
         if isinstance(error, ConfigError):
             raise
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise ConfigError(f"config file {str(path)!r} is not valid: {first_line}") from None
+        raise ConfigError(f"config file {str(path)!r} is not valid: {first_line(error)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -347,6 +319,17 @@ def _parse_value(raw: str) -> Any:
         return yaml.safe_load(raw) if raw else ""
     except yaml.YAMLError:
         return raw
+
+
+def flatten_dict(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"value": {"epochs": 20}}`` -> ``{"value.epochs": 20}`` (empty mappings kept)."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten_dict(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def merge_dicts(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

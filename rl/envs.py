@@ -1,14 +1,8 @@
-"""Vector environments: creation, observation flattening, normalization and episode statistics.
+"""Vector environments: creation, observation flattening, normalization, episode statistics.
 
-Every vector env here runs gymnasium's ``AutoresetMode.NEXT_STEP`` explicitly: the step that
-ends an episode returns that episode's final observation (normalized like every other
-observation), and the *next* step of that sub-env is a reset step whose action is ignored.
-The rollout masks those reset steps (see ``rl.rollout``). We keep NEXT_STEP because
-gymnasium 1.4's vector NormalizeObservation refuses SAME_STEP, and because it puts the
-final observation in the observation stream, where it is normalized with the same
-statistics as its neighbours instead of arriving raw in ``info``.
-
-Wrapper stack, innermost first::
+Autoreset is gymnasium's NEXT_STEP: the step ending an episode returns its final observation
+(normalized like the others), the sub-env's next step is a reset whose action is ignored
+(the rollout masks it). Wrapper stack, innermost first::
 
     gym.make(env_id) [FlattenObservation]   per sub-env, for Dict/Tuple/Discrete/n-d Box
     Sync/AsyncVectorEnv(autoreset_mode=NEXT_STEP)   sync: LeanSyncVectorEnv (no step infos)
@@ -17,8 +11,8 @@ Wrapper stack, innermost first::
     NormalizeObservation                    optional, running mean/var (shared over envs)
     NormalizeReward                         optional, scales by the discounted-return std
 
-(the three statistics wrappers are gymnasium's, subclassed as ``Lean*`` to cost fewer
-numpy calls per step: the same numbers, see ``update_running_moments``).
+
+(the statistics wrappers are gymnasium's, subclassed as ``Lean*``: the same numbers, faster).
 """
 
 from __future__ import annotations
@@ -27,6 +21,7 @@ import contextlib
 import copy
 import importlib.util
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -50,16 +45,9 @@ from rl.wrappers import (
     RefuseNonFinite,
 )
 
-__all__ = [
-    "EnvFactory",
-    "LeanSyncVectorEnv",
-    "VectorEnvs",
-    "check_observation_space",
-    "flatten_observations",
-    "make_env_factory",
-    "make_vector_envs",
-    "raw_observation_space",
-]
+__all__ = ["EnvFactory", "LeanSyncVectorEnv", "VectorEnvs", "check_observation_space",
+           "flatten_observations", "make_env_factory", "make_vector_envs",
+           "raw_observation_space"]  # fmt: skip
 
 EnvFactory = Callable[[], gym.Env]
 
@@ -90,11 +78,8 @@ def make_env_factory(
     env_fn: EnvFactory | None = None,
     atari: AtariConfig | None = None,
 ) -> EnvFactory:
-    """A picklable-by-cloudpickle callable making one env with flat observations.
-
-    ALE (Atari) ids get gymnasium's Atari preprocessing configured by ``atari`` (see
-    ``rl.atari``); ``env_fn`` envs are used as they come.
-    """
+    """A (cloudpickle-able) callable making one env with flat observations; ALE ids get
+    the Atari preprocessing of ``atari``, ``env_fn`` envs are used as they come."""
     if env_fn is None and env_id is None:
         raise ValueError("env_id is required unless an env factory (env_fn) is given")
 
@@ -112,12 +97,8 @@ class _FlatObservations(FlattenObservation):
 
 
 def flatten_observations(space: spaces.Space, observation: Any) -> tuple[np.ndarray, bool]:
-    """``(B, flat_dim)`` rows of one observation of ``space`` (B = 1) or of a batch (every
-    array with a leading B), and whether it was one observation.
-
-    Raises:
-        ValueError: the observation's shape is neither ``space``'s nor a batch of it.
-    """
+    """``(B, flat_dim)`` rows of one observation of ``space`` (B = 1) or of a batch (leading
+    B), and whether it was one; ValueError if it is neither."""
     leaf_space, leaf = _first_leaf(space, observation)
     shape = np.shape(leaf)
     expected = () if leaf_space.shape is None else tuple(leaf_space.shape)
@@ -154,11 +135,7 @@ def raw_observation_space(env: gym.Env) -> spaces.Space:
 
 @contextlib.contextmanager
 def quiet_mujoco_deprecations() -> Iterator[None]:
-    """Silence MuJoCo's 'settotalmass' deprecation, printed for each HalfCheetah created.
-
-    MuJoCo reports it through ``mju_warning`` (C, to stderr), not Python warnings, so we
-    install a user warning handler that drops that message and forwards all others.
-    """
+    """Drop MuJoCo's 'settotalmass' deprecation (a C ``mju_warning`` per HalfCheetah made)."""
     if importlib.util.find_spec("mujoco") is None:
         yield
         return
@@ -167,14 +144,8 @@ def quiet_mujoco_deprecations() -> Iterator[None]:
     previous = mujoco.get_mju_user_warning()
 
     def handler(message: str) -> None:
-        if "settotalmass" in message:
-            return
-        if previous is not None:
-            previous(message)
-        else:
-            import sys
-
-            print(f"WARNING: {message}", file=sys.stderr)
+        if "settotalmass" not in message:
+            (previous or (lambda text: print(f"WARNING: {text}", file=sys.stderr)))(message)
 
     mujoco.set_mju_user_warning(handler)
     try:
@@ -185,14 +156,8 @@ def quiet_mujoco_deprecations() -> Iterator[None]:
 
 @dataclass
 class VectorEnvs:
-    """A vector env and handles on the wrappers whose state the agent reads or saves.
-
-    Attributes:
-        env (VectorEnv): the outermost wrapper; ``step``/``reset`` go through it.
-        episode_stats (RecordEpisodeStatistics): raw returns/lengths of finished episodes.
-        obs_normalizer (NormalizeObservation | None): running observation statistics.
-        reward_normalizer (NormalizeReward | None): running discounted-return statistics.
-    """
+    """A vector env (``env``, the outermost wrapper) and handles on the wrappers whose
+    state the agent reads or saves."""
 
     env: VectorEnv
     episode_stats: RecordEpisodeStatistics
@@ -212,9 +177,7 @@ class VectorEnvs:
         return self.env.single_action_space
 
     def close(self) -> None:
-        """Close the envs. After a failed step of an AsyncVectorEnv (a worker raised or
-        died) the remaining workers are killed, not waited on: gymnasium's close would wait
-        for step results that never come."""
+        """Close the envs (after a failed async step, kill the workers: not wait on them)."""
         vector_env = self.env.unwrapped
         if isinstance(vector_env, AsyncVectorEnv) and _failed(vector_env):
             _kill_workers(vector_env)
@@ -225,8 +188,7 @@ class VectorEnvs:
             _kill_workers(vector_env)
 
     def worker_failure(self) -> str | None:
-        """For AsyncVectorEnv: which worker raised or died and how, after a failed step;
-        None if every worker is alive (or the envs are synchronous)."""
+        """After a failed async step: which worker raised or died and how (else None)."""
         vector_env = self.env.unwrapped
         if not isinstance(vector_env, AsyncVectorEnv):
             return None
@@ -253,8 +215,7 @@ def _exit_status(exitcode: int) -> str:
 
 
 def _failed(vector_env: AsyncVectorEnv) -> bool:
-    """A call left pending, a worker whose pipe gymnasium closed after it raised, or a dead
-    worker."""
+    """A call left pending, a worker that raised (pipe closed), or a dead worker."""
     return (
         vector_env._state != AsyncState.DEFAULT
         or any(pipe is None for pipe in vector_env.parent_pipes)
@@ -263,9 +224,8 @@ def _failed(vector_env: AsyncVectorEnv) -> bool:
 
 
 def _kill_workers(vector_env: VectorEnv) -> None:
-    """Close an AsyncVectorEnv after a failure: SIGKILL its live workers (they ignore
-    SIGINT and SIGTERM while training, see ``rl.replay.RecordingFactory``), then let
-    gymnasium close the pipes and join the processes without waiting on them."""
+    """SIGKILL a failed AsyncVectorEnv's live workers (they ignore SIGINT/SIGTERM), then
+    let gymnasium close it without waiting on them."""
     if not isinstance(vector_env, AsyncVectorEnv) or vector_env.closed:
         return
     for process in vector_env.processes:
@@ -284,17 +244,8 @@ def make_vector_envs(
     gamma: float = 0.99,
     episode_window: int = 100,
 ) -> VectorEnvs:
-    """Build the wrapper stack described in the module docstring.
-
-    Args:
-        factory (callable): makes one sub-env (see ``make_env_factory``).
-        num_envs (int): number of sub-envs.
-        vector_mode (str): ``"sync"`` or ``"async"`` (one process per sub-env).
-        normalize_observations (bool): add gymnasium's NormalizeObservation.
-        normalize_rewards (bool): add gymnasium's NormalizeReward with discount ``gamma``.
-        gamma (float): discount of NormalizeReward's return estimate.
-        episode_window (int): finished episodes kept by RecordEpisodeStatistics.
-    """
+    """The module docstring's wrapper stack over ``num_envs`` sub-envs of ``factory``
+    (``vector_mode`` "async": a process each; ``episode_window`` episodes kept)."""
     vector_class = {"sync": LeanSyncVectorEnv, "async": AsyncVectorEnv}[vector_mode]
     env: VectorEnv = vector_class([factory] * num_envs, autoreset_mode=AutoresetMode.NEXT_STEP)
     env = RefuseNonFinite(env)
@@ -308,29 +259,21 @@ def make_vector_envs(
 
 
 class LeanSyncVectorEnv(SyncVectorEnv):
-    """gymnasium's SyncVectorEnv under NEXT_STEP autoreset without gathering the sub-envs'
-    step infos, which rl never reads (their cost: docs/rollout_costs.md). Observations, rewards,
-    terminations and truncations are SyncVectorEnv's, bit for bit (tested); ``reset`` and
-    every other method are SyncVectorEnv's own. The step's info dict starts empty (the
-    statistics wrapper adds its ``episode`` entry)."""
+    """SyncVectorEnv under NEXT_STEP autoreset without the sub-envs' step infos (rl never
+    reads them; docs/rollout_costs.md): the same outputs bit for bit (tested), info empty."""
 
     def step(self, actions: Any):
         if self.autoreset_mode != AutoresetMode.NEXT_STEP:
             return super().step(actions)
         observations, rewards = self._env_obs, self._rewards
-        terminations, truncations, resetting = (
-            self._terminations,
-            self._truncations,
-            self._autoreset_envs,
-        )
+        terminations, truncations = self._terminations, self._truncations
+        resetting = self._autoreset_envs
         for i, (action, env) in enumerate(
             zip(iterate(self.action_space, actions), self.envs, strict=True)
         ):
             if resetting[i]:
                 observations[i], _ = env.reset()
-                rewards[i] = 0.0
-                terminations[i] = False
-                truncations[i] = False
+                rewards[i], terminations[i], truncations[i] = 0.0, False, False
             else:
                 step = env.step(action)
                 observations[i] = step[0]

@@ -1,28 +1,11 @@
-"""Faults that stop training from outside the algorithm: an env that returns NaN, an env
-worker process that raises or dies, a run directory that cannot be written.
-
-Each is raised before the fault reaches the networks or the files: the parameters stay
-finite and the run's last checkpoint stays intact, so ``trpo train --resume RUN_DIR``
-continues once the cause is fixed. ``trpo`` prints them as one line and exits with code 1.
-
-Example:
-    >>> try:  # doctest: +SKIP
-    ...     agent.learn()
-    ... except rl.errors.NonFiniteEnvError as error:
-    ...     print(error.env_index, error.quantity)
-"""
+"""Faults that stop training from outside the algorithm (an env returning NaN, a dead env
+worker, an unwritable run directory), raised before they reach the networks or the files:
+``trpo train --resume RUN_DIR`` continues once the cause is fixed (``trpo`` exits 1)."""
 
 from __future__ import annotations
 
-__all__ = [
-    "CheckpointWriteError",
-    "EnvOutputError",
-    "EnvWorkerError",
-    "NonFiniteEnvError",
-    "RunDirError",
-    "RunDirLockedError",
-    "TrainingError",
-]
+__all__ = ["CheckpointWriteError", "EnvOutputError", "EnvWorkerError", "NonFiniteEnvError",
+           "RunDirError", "RunDirLockedError", "TrainingError"]  # fmt: skip
 
 
 class TrainingError(RuntimeError):
@@ -31,24 +14,12 @@ class TrainingError(RuntimeError):
 
 
 class NonFiniteEnvError(TrainingError):
-    """An env returned a NaN or infinite observation or reward (after the float32 cast of the
-    rollout buffers: a finite float64 beyond 3.4e38 counts too).
-
-    Attributes:
-        quantity (str): ``"observation"`` or ``"reward"``.
-        env_index (int): the sub-env of the vector env.
-        vector_step (int or None): the vector step within the rollout, from 0; -1 for a
-            reset; None where unknown (outside ``rl.rollout``).
-        value (float): the first non-finite value.
-    """
+    """Sub-env ``env_index`` returned a non-finite ``quantity`` ("observation" or "reward",
+    after the float32 cast) ``value`` at ``vector_step`` of the rollout (-1: a reset; None:
+    unknown)."""
 
     def __init__(
-        self,
-        quantity: str,
-        env_index: int,
-        vector_step: int | None,
-        value: float,
-        message: str = "",
+        self, quantity: str, env_index: int, vector_step: int | None, value: float, message=""
     ) -> None:
         self.quantity, self.env_index = quantity, env_index
         self.vector_step, self.value = vector_step, value
@@ -71,14 +42,8 @@ class NonFiniteEnvError(TrainingError):
         return NonFiniteEnvError(self.quantity, self.env_index, vector_step, self.value)
 
     def located(self, env_name: str, step: int, iteration: int, num_envs: int) -> NonFiniteEnvError:
-        """The same error with a message naming the env, the run's step and the iteration.
-
-        Args:
-            env_name (str): the env id.
-            step (int): the run's step count before the rollout.
-            iteration (int): the iteration the rollout belongs to (from 1).
-            num_envs (int): sub-envs per vector step.
-        """
+        """The same error naming the env, the step (``step``: before the rollout) and the
+        iteration (from 1)."""
         at_step = step + (0 if self.vector_step is None else self.vector_step + 1) * num_envs
         message = (
             f"env {env_name!r} (sub-env {self.env_index}) returned a non-finite {self.quantity} "
@@ -108,8 +73,7 @@ class RunDirLockedError(RunDirError):
 
 
 class EnvOutputError(TrainingError):
-    """A sub-env returned an observation that does not fit its space or a reward that is
-    not a scalar (``rl.envs.LeanSyncVectorEnv``); the message names the sub-env."""
+    """A sub-env returned an observation misfitting its space or a non-scalar reward."""
 
 
 class EvaluationInterrupted(Exception):

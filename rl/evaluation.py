@@ -11,7 +11,9 @@ import numpy as np
 
 from rl.errors import EvaluationInterrupted
 
-__all__ = ["episode_summary", "play_episodes", "play_vector_episodes"]
+__all__ = ["EVAL_SEED_OFFSET", "episode_summary", "play_episodes", "play_vector_episodes"]
+
+EVAL_SEED_OFFSET = 1_000_000  # evaluation envs are seeded apart from training envs
 
 
 def episode_summary(returns: list[float], lengths: list[int]) -> dict[str, float]:

@@ -1,22 +1,9 @@
-"""Export a trained policy as one standalone file: ONNX, or a ``torch.export`` program (pt2).
+"""Export a trained policy as one file: ONNX, or a ``torch.export`` program (pt2).
 
-The exported graph is the deterministic policy with the frozen observation normalization
-folded in: it maps a batch of observations ``(B, *shape)`` as the env wrappers hand them to
-the policy to the ``B`` actions ``trpo eval`` takes (``TRPO.predict(obs,
-deterministic=True)``), already clipped to a Box's bounds or offset by a Discrete's
-``start``. What "as the wrappers hand them" means:
-
-- Box observations (vectors, and images such as Atari's preprocessed ``(4, 84, 84)`` uint8
-  frame stack): the env's own shape and dtype.
-- Dict, Tuple, Discrete and other observations: flattened as in training,
-  ``gymnasium.spaces.flatten(space, obs)``, float32, shape ``(B, flatdim)``.
-
-Example:
-    >>> agent = rl.TRPO.load("runs/pendulum/model.pt")  # doctest: +SKIP
-    >>> export_policy(agent, "pendulum.onnx")  # doctest: +SKIP
-    >>> import onnxruntime  # doctest: +SKIP
-    >>> session = onnxruntime.InferenceSession("pendulum.onnx")  # doctest: +SKIP
-    >>> session.run(None, {"observation": obs[None]})[0]  # doctest: +SKIP
+The graph is the deterministic policy with the frozen observation normalization folded in,
+from a batch of observations ``(B, *shape)`` (Box: the env's own shape and dtype, images
+included; other spaces flattened as in training, float32 ``(B, flatdim)``) to the actions
+``TRPO.predict(obs)`` gives (clipped to a Box, offset by a Discrete's ``start``).
 """
 
 from __future__ import annotations
@@ -47,10 +34,8 @@ ONNX_HINT = 'exporting to ONNX needs onnx and onnxscript: pip install -e ".[expo
 
 
 class ExportedPolicy(nn.Module):
-    """``observations (B, *shape) -> env actions (B, *action_shape)``, deterministic.
-
-    A copy of ``agent``'s policy on the CPU, with the observation statistics frozen now.
-    """
+    """``observations (B, *shape) -> env actions``, deterministic: a CPU copy of ``agent``'s
+    policy with the observation statistics frozen now."""
 
     def __init__(self, agent: TRPO) -> None:
         super().__init__()
@@ -107,21 +92,9 @@ def export_input_example(agent: TRPO, batch: int = 2) -> Tensor:
 
 
 def export_policy(agent: TRPO, path: str | Path, format: ExportFormat | None = None) -> Path:
-    """Write ``agent``'s deterministic policy to ``path`` as ONNX or pt2 (``torch.export``).
-
-    Args:
-        agent (TRPO): a trained (or loaded) agent.
-        path (str or Path): the file to write.
-        format (str, optional): "onnx" or "pt2"; default: from the suffix of ``path``
-            (``.onnx`` / ``.pt2``).
-
-    Returns:
-        Path: the file written. Its one input is named ``observation`` (batch size free).
-
-    Raises:
-        ValueError: an unknown format.
-        ImportError: ONNX export without the onnx / onnxscript packages.
-    """
+    """Write ``agent``'s deterministic policy to ``path`` as "onnx" or "pt2" (default: from
+    the suffix); one input, ``observation``, batch size free. ValueError for an unknown
+    format; ImportError for ONNX without onnx/onnxscript."""
     path = Path(path)
     format = format or path.suffix.lstrip(".")  # type: ignore[assignment]
     if format not in EXPORT_FORMATS:

@@ -1,7 +1,5 @@
-"""Generalized advantage estimation (Schulman et al., 2016, arXiv:1506.02438).
-
-A pure function: no I/O, no globals, time-major ``(T, N)`` tensors in and out.
-"""
+"""Generalized advantage estimation (Schulman et al., 2016): a pure function on time-major
+``(T, N)`` tensors."""
 
 from __future__ import annotations
 
@@ -21,35 +19,15 @@ def gae(
     gamma: float,
     lam: float,
 ) -> tuple[Tensor, Tensor]:
-    """Generalized advantage estimates and λ-returns for a ``(T, N)`` batch of transitions.
-
-    Row ``t`` of every argument describes the transition taken at time ``t`` in each of the
-    ``N`` environments. The recursion, run backwards from the last row with nothing after it::
+    """``(advantages, returns)`` of a ``(T, N)`` batch (row ``t``: the transition at time
+    ``t`` of each env; float rewards, values and ``next_values`` = V of the observation that
+    followed), by the backward recursion from the last row::
 
         δ_t = r_t + γ (1 − terminated_t) V'_t − V_t
         Â_t = δ_t + γ λ (1 − done_t) Â_{t+1},      done_t = terminated_t or truncated_t
         R_t = Â_t + V_t
 
-    A time-limit truncation therefore bootstraps from ``V'_t`` (the value of the final
-    observation before the reset) but still cuts the λ-chain at the episode boundary; a
-    termination does neither bootstrap nor chain.
-
-    Args:
-        rewards (Tensor): ``(T, N)`` rewards ``r_t``, float32 or float64.
-        values (Tensor): ``(T, N)`` ``V(s_t)``, same dtype as ``rewards``.
-        next_values (Tensor): ``(T, N)`` ``V'_t``, the value of the observation that followed
-            step ``t``: for a truncated step the final observation before the reset; ignored
-            where ``terminated_t``.
-        terminated (Tensor): ``(T, N)`` bool, the episode ended in a terminal state at ``t``.
-        truncated (Tensor): ``(T, N)`` bool, the episode was cut (e.g. by a time limit) at ``t``.
-        gamma (float): discount ``γ`` in ``[0, 1]``.
-        lam (float): GAE ``λ`` in ``[0, 1]``; ``0`` gives one-step TD errors, ``1`` Monte Carlo.
-
-    Returns:
-        tuple[Tensor, Tensor]: ``(advantages, returns)``, both ``(T, N)`` with the dtype of
-        ``rewards``.
-
-    Example:
+    A truncation bootstraps from ``V'_t`` but cuts the λ-chain; a termination does neither.
         >>> r = torch.ones(3, 1)
         >>> v = torch.zeros(3, 1)
         >>> done = torch.tensor([[False], [False], [True]])
@@ -67,11 +45,8 @@ def gae(
 
 
 def _backward_recursion(deltas: Tensor, coefficients: Tensor) -> Tensor:
-    """``x_t = deltas_t + coefficients_t · x_{t+1}`` from the last row back, ``x_T = 0``.
-
-    On CPU the loop runs on NumPy views of the tensors (a NumPy op on a small row costs a
-    fraction of a torch op's dispatch); elsewhere, or when autograd records, on the tensors.
-    """
+    """``x_t = deltas_t + coefficients_t · x_{t+1}`` from the last row back (NumPy views on
+    CPU: cheaper per small row than torch ops)."""
     result = torch.empty_like(deltas)
     if deltas.device.type == "cpu" and not deltas.requires_grad:
         d, c, out = deltas.numpy(), coefficients.numpy(), result.numpy()
@@ -90,14 +65,9 @@ def _backward_recursion(deltas: Tensor, coefficients: Tensor) -> Tensor:
 
 
 def _check_inputs(
-    rewards: Tensor,
-    values: Tensor,
-    next_values: Tensor,
-    terminated: Tensor,
-    truncated: Tensor,
-    gamma: float,
-    lam: float,
-) -> None:
+    rewards: Tensor, values: Tensor, next_values: Tensor, terminated: Tensor,
+    truncated: Tensor, gamma: float, lam: float,
+) -> None:  # fmt: skip
     """Raise a ValueError naming the first argument that breaks the contract of ``gae``."""
     if rewards.dim() != 2:
         raise ValueError(f"rewards must be (T, N), got shape {tuple(rewards.shape)}")
@@ -115,7 +85,6 @@ def _check_inputs(
                 f"{name} must be a bool tensor of shape {tuple(rewards.shape)}, "
                 f"got {tuple(tensor.shape)} and {tensor.dtype}"
             )
-    if not 0.0 <= gamma <= 1.0:
-        raise ValueError(f"Invalid gamma: {gamma} (allowed: 0 <= gamma <= 1)")
-    if not 0.0 <= lam <= 1.0:
-        raise ValueError(f"Invalid lam: {lam} (allowed: 0 <= lam <= 1)")
+    for name, value in (("gamma", gamma), ("lam", lam)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"Invalid {name}: {value} (allowed: 0 <= {name} <= 1)")

@@ -1,29 +1,8 @@
-"""The training loop: one iteration of ``TRPO.learn``, top to bottom, in ``train``.
-
-Every rank of a job runs this same code and calls its ``Comm`` at the same points, so the
-ranks issue the same collectives in the same order; only the main rank writes files,
-shows progress and evaluates. One iteration::
-
-    rollout     collect(): the rank's envs, then normalization moments merged over ranks
-    (the previous iteration's value fit, if it ran beside this rollout, is resolved here)
-    update      GAE with the value function; the value fit started (in the value-fit
-                process where it can run there); one trust-region policy step
-    metrics     samples, entropy, explained variance, episodes: reduced over ranks
-    stop?       a signal on any rank stops every rank after the iteration
-    evaluate    every eval_every steps (main rank; it needs only the policy)
-    checkpoint  every checkpoint_every iterations, on a stop signal and at the end: the
-                envs and RNGs captured now, the networks and optimizers once the fit is done
-    value fit   resolved now, or left running beside the next rollout (unless training
-                stops or a callback wants each iteration whole); the row, the evaluation
-                and the checkpoint are written, in that order, when it is done
-
-Each iteration's metrics row (one line of metrics.jsonl): step, iteration, samples (valid
-slots learned from), episodes (finished this iteration), episode_return_mean and
-episode_length_mean (raw env returns over the last ``episode_window`` episodes), kl,
-entropy (before the step), value_loss (last epoch), explained_variance (of the values used
-by GAE), accepted, backtracks, step_fraction, surrogate_improvement, expected_improvement,
-cg_iterations, cg_residual, reason (why a step was rejected), rollout_time, update_time,
-fps (env steps/s, evaluations excluded) and time (seconds since ``learn`` began).
+"""The training loop: one iteration of ``TRPO.learn``, top to bottom, in ``train`` (its
+diagram and the metrics row's fields: docs/architecture.md). Every rank runs this code and
+calls its ``Comm`` at the same points, so all issue the same collectives in the same order;
+only the main rank writes files, shows progress and evaluates. An iteration's value fit may
+run beside the next rollout: its row, evaluation and checkpoint are written once it is done.
 """
 
 from __future__ import annotations
@@ -148,30 +127,23 @@ def train(
         agent.save(files.model_path)
     display.finish(summary(agent, clock.elapsed()))
     if agent.stopped_by and files is not None:
-        print(
-            f"trpo: stopped by {agent.stopped_by} at step {agent.step} (iteration "
-            f"{agent.iteration}); checkpoint saved in {files.directory}; continue with: "
-            f"trpo train --resume {files.directory}",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(f"trpo: stopped by {agent.stopped_by} at step {agent.step} (iteration "
+              f"{agent.iteration}); checkpoint saved in {files.directory}; continue with: "
+              f"trpo train --resume {files.directory}", file=sys.stderr, flush=True)  # fmt: skip
 
 
 def resume_training_envs(agent: TRPO, envs: VectorEnvs, collector: RolloutCollector) -> float:
-    """After ``resume``: bring the fresh training envs and the RNGs to the checkpoint's
-    state (once). Returns the run's wall time before this ``learn``."""
+    """After ``resume``: the fresh envs and the RNGs to the checkpoint's state (once);
+    returns the run's wall time before this ``learn``."""
     if agent._resume_state is None:
         return 0.0
     checkpoint, agent._resume_state = agent._resume_state, None
     diverged = restore_training_state(agent.state, envs, collector, checkpoint)
     if diverged:
-        warnings.warn(
-            f"envs {diverged} did not return to their checkpointed state on replay (not "
-            "deterministic given their seed and actions): training continues from the "
-            "checkpoint, but not bit for bit",
-            CheckpointWarning,
-            stacklevel=4,
-        )
+        warnings.warn(f"envs {diverged} did not return to their checkpointed state on replay "
+                      "(not deterministic given their seed and actions): training continues "
+                      "from the checkpoint, but not bit for bit", CheckpointWarning,
+                      stacklevel=4)  # fmt: skip
     return float(checkpoint["progress"]["time"])
 
 
@@ -203,9 +175,8 @@ def summary(agent: TRPO, seconds: float) -> dict[str, Any]:
 
 @dataclass
 class Finished:
-    """An iteration whose update is done: its value fit (perhaps still running) and metrics
-    row, and its evaluation and checkpoint snapshot when they were taken before the fit was
-    done (``evaluate``/``save``: take them in ``complete``)."""
+    """An updated iteration: its value fit (perhaps running), row, and evaluation and
+    checkpoint snapshot if taken before the fit ended (``evaluate``/``save``: to take)."""
 
     fit: PendingFit
     row: dict[str, Any]
@@ -224,9 +195,7 @@ class Finished:
         in_sync: bool = True,
     ) -> None:
         """Wait for the value fit, then write the row, the evaluation and the checkpoint, in
-        that order (the row before an evaluation that may be long; a checkpoint never
-        precedes its iteration's rows). ``in_sync``: every rank completes this iteration
-        here (else no collective is issued)."""
+        that order; ``in_sync``: every rank completes it here (else no collective)."""
         if in_sync:
             self.row["value_loss"] = resolve(agent, self.fit, self.row["iteration"])
         else:
@@ -253,18 +222,14 @@ def write_row(files: RunFiles | None, display: Progress, row: dict[str, Any]) ->
 
 # ------------------------------------------------------------------------- the pieces
 def collect(agent: TRPO, collector: RolloutCollector) -> Rollout:
-    """``collector.collect()``, then the normalization moments merged over the job. An env
-    fault is raised as ``rl.errors.NonFiniteEnvError`` or ``EnvWorkerError`` naming the
-    env, the step and the iteration (nothing is learned from the rollout and no
-    checkpoint is written)."""
+    """``collector.collect()``, then the normalization moments merged over the job; env
+    faults raised naming the env, the step and the iteration (nothing learned or saved)."""
     started = agent.comm.start_statistics(collector.envs)
     try:
         rollout = collector.collect()
     except NonFiniteEnvError as error:
-        located = error.located(
-            agent.env_name, agent.step, agent.iteration + 1, agent.config.num_envs
-        )
-        raise located from None
+        where = (agent.env_name, agent.step, agent.iteration + 1, agent.config.num_envs)
+        raise error.located(*where) from None
     except EnvOutputError as error:
         raise EnvOutputError(
             f"env {agent.env_name!r}: {error} in iteration {agent.iteration + 1}, after step "
@@ -287,8 +252,8 @@ def collect(agent: TRPO, collector: RolloutCollector) -> Rollout:
 def update(
     agent: TRPO, rollout: Rollout, fit_process: ValueFitProcess | None
 ) -> tuple[dict[str, Any], PendingFit]:
-    """GAE, the value fit started and one trust-region policy step, on the valid slots
-    only; counts the iteration. Returns its metrics row and the value fit under way."""
+    """GAE, the value fit started and one policy step on the valid slots; counts the
+    iteration. Returns its metrics row and the value fit under way."""
     config, device, comm = agent.config, agent.device, agent.comm
     horizon, num_envs = rollout.rewards.shape
     observations = rollout.observations.to(device)
@@ -296,14 +261,9 @@ def update(
         all_values = agent.value(observations.flatten(0, 1)).view(horizon + 1, num_envs)
     values, next_values = all_values[:-1], all_values[1:]
     advantages, returns = gae(
-        rollout.rewards.to(device),
-        values,
-        next_values,
-        rollout.terminated.to(device),
-        rollout.truncated.to(device),
-        config.gamma,
-        config.lam,
-    )
+        rollout.rewards.to(device), values, next_values, rollout.terminated.to(device),
+        rollout.truncated.to(device), config.gamma, config.lam,
+    )  # fmt: skip
     valid = rollout.valid.flatten().nonzero().squeeze(1).to(device)
     batch_observations = observations[:-1].flatten(0, 1)[valid]
     batch_actions = rollout.actions.to(device).flatten(0, 1)[valid]
@@ -348,9 +308,8 @@ def update(
 
 # ------------------------------------------------------------------------- the value fit
 def value_fit_process(agent: TRPO) -> ValueFitProcess | None:
-    """The value-fit process (started if need be, not waited for) when
-    ``value_fit_in_background`` and the fit can run there (``can_fit_in_process``; not
-    the per-minibatch all-reduce fit of a job, whose collectives stay in this thread)."""
+    """The value-fit process (started, not waited for) if ``value_fit_in_background`` and the
+    fit can run there (not the all-reduce fit: its collectives stay in this thread)."""
     if not agent.config.value_fit_in_background or agent.comm.value_fit == "all_reduce":
         return None
     if not can_fit_in_process(agent.value, agent.value_optimizer):
@@ -361,10 +320,9 @@ def value_fit_process(agent: TRPO) -> ValueFitProcess | None:
 def start_value_fit(
     agent: TRPO, observations: torch.Tensor, returns: torch.Tensor, process: ValueFitProcess | None
 ) -> PendingFit:
-    """Start the iteration's value fit: in ``process`` when it is ready and the batch fits
-    in shared memory (``MAX_SHARED_BYTES``); else, with ``value_fit_in_background``, in a
-    thread beside the policy step (not the per-minibatch all-reduce fit: its collectives
-    stay in the training thread); else here and now. The same numbers everywhere."""
+    """Start the value fit: in ``process`` if ready and the batch fits in shared memory;
+    else, with ``value_fit_in_background``, in a thread beside the policy step (not the
+    all-reduce fit); else here and now. The same numbers everywhere."""
     settings, comm = agent.config.value, agent.comm
     observations, returns, factor = comm.value_batch(observations, returns)
     minibatch_size = settings.minibatch_size * factor
@@ -414,9 +372,7 @@ def evaluation_due(agent: TRPO, total_steps: int) -> bool:
 
 
 def evaluate_during_training(agent: TRPO, clock: Clock) -> dict[str, Any] | None:
-    """The evaluation of this iteration (main rank; None on the others), or None when a
-    stop signal cut it short (the loop then checkpoints and stops, as after any
-    iteration)."""
+    """This iteration's evaluation (main rank; else None), None if a stop signal cut it."""
     if not agent.comm.is_main:
         return None
     with clock.paused():

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 __all__ = ["ACTIVATIONS", "check_device_available", "mlp"]
 
@@ -28,21 +29,8 @@ def mlp(
     ortho_init: bool = True,
     output_gain: float = 1.0,
 ) -> nn.Sequential:
-    """An MLP ``in -> hidden... -> out`` with ``activation`` between layers (none at the end).
-
-    Args:
-        in_features (int): input width.
-        hidden_sizes (sequence of int): hidden widths; empty gives one linear layer.
-        out_features (int): output width.
-        activation (str, optional): a key of ``ACTIVATIONS`` (default: ``"tanh"``).
-        ortho_init (bool, optional): orthogonal weights with gain √2 on hidden layers and
-            ``output_gain`` on the last, zero biases, as SB3/baselines do (default: True).
-        output_gain (float, optional): gain of the output layer (default: 1.0).
-
-    Example:
-        >>> mlp(4, (64, 64), 2)(torch.zeros(3, 4)).shape  # doctest: +SKIP
-        torch.Size([3, 2])
-    """
+    """An MLP ``in -> hidden... -> out``, ``activation`` (an ``ACTIVATIONS`` key) between
+    layers; ``ortho_init``: orthogonal weights (gain √2, ``output_gain`` last), zero biases."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"Invalid activation: {activation!r} (allowed: {', '.join(ACTIVATIONS)})")
     layers: list[nn.Module] = []
@@ -55,15 +43,10 @@ def mlp(
 
 
 def fast_forward(network: nn.Module) -> Callable[[Tensor], Tensor]:
-    """A leaner ``network(x)`` for the per-step rollout forward, the same numbers.
-
-    For an ``nn.Sequential`` of ``nn.Linear`` and element-wise activations (what :func:`mlp`
-    builds) it chains ``torch.addmm`` (what ``F.linear`` runs for 2-D inputs) and the
-    activations' functions, skipping ``nn.Module.__call__`` (docs/rollout_costs.md). It
-    reads the live parameters through views made when it is built (the transposed
-    weights), so in-place updates are seen; build it again after parameters are replaced
-    by new tensors. Any other network is returned as it is.
-    """
+    """A leaner ``network(x)`` for the rollout, the same numbers: for an ``mlp`` it chains
+    ``torch.addmm`` (as ``F.linear`` on 2-D inputs) and the activations, skipping
+    ``Module.__call__`` (docs/rollout_costs.md), on views of the live parameters (in-place
+    updates seen). Any other network is returned as it is."""
     if not isinstance(network, nn.Sequential) or not all(
         (isinstance(layer, nn.Linear) and layer.bias is not None) or type(layer) in _ELEMENTWISE
         for layer in network
@@ -94,8 +77,8 @@ def _addmm(weight_t: Tensor, bias: Tensor, x: Tensor) -> Tensor:
 _ELEMENTWISE: dict[type, Callable[[Tensor], Tensor]] = {
     nn.Tanh: torch.tanh,
     nn.ReLU: torch.relu,
-    nn.ELU: torch.nn.functional.elu,
-    nn.SiLU: torch.nn.functional.silu,
+    nn.ELU: F.elu,
+    nn.SiLU: F.silu,
 }
 
 
@@ -108,9 +91,7 @@ def _linear(in_features: int, out_features: int, ortho_init: bool, gain: float) 
 
 
 def check_device_available(device: torch.device) -> None:
-    """ValueError (``device = ...``, one line) when this machine cannot run on ``device``:
-    a CUDA device without a GPU or a CUDA build, a GPU index beyond those visible, or MPS
-    off Apple silicon."""
+    """A one-line ValueError (``device = ...``) when this machine cannot run on ``device``."""
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:

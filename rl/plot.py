@@ -1,17 +1,9 @@
 """Learning curves of run directories: return vs env steps and vs wall time (``trpo plot``).
 
-Runs whose configs differ only in the seed (and in settings that do not change learning:
-run_dir, total_steps, device, evaluation and checkpoint cadence) form one group, drawn as
-its mean with a band of ± one standard deviation across runs, each run a thin line below
-it. Curves are averaged on a common grid over the range every run of the group covers.
-Groups are labelled by their env id and the settings that tell them apart.
-
-The figure is drawn with matplotlib's Agg canvas directly (no pyplot, no display, no global
-backend switch), so it works on headless machines and inside notebooks alike.
-
-Example:
-    >>> plot_runs(["runs/hc-seed0", "runs/hc-seed1"], "hc.png")  # doctest: +SKIP
-    PosixPath('hc.png')
+Runs differing only in the seed (or in settings that do not change learning) form a group,
+drawn as its mean ± one standard deviation (on a common grid over the range all cover) over
+thin per-run lines, labelled by env id and the settings that tell groups apart. Drawn on
+matplotlib's Agg canvas directly (no pyplot, no global backend): works headless.
 """
 
 from __future__ import annotations
@@ -27,11 +19,13 @@ import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from rl.config import flatten_dict
 from rl.run_files import CONFIG_FILE, EVALS_FILE, METRICS_FILE
 
 __all__ = ["RunCurve", "group_runs", "plot_runs", "read_run", "run_directories"]
 
 Source = Literal["train", "eval"]
+Axis = Literal["steps", "seconds"]
 GRID_POINTS = 200
 # Settings that do not change what a run learns: runs differing only here are one group.
 _NOT_GROUPED = {
@@ -42,15 +36,8 @@ _NOT_GROUPED = {
 
 @dataclass(frozen=True)
 class RunCurve:
-    """One run's returns.
-
-    Attributes:
-        run_dir (Path): the run directory.
-        settings (dict): its config, flattened to dotted keys, without ``_NOT_GROUPED`` keys.
-        steps (ndarray): ``(K,)`` env steps of each point.
-        seconds (ndarray): ``(K,)`` wall time of each point, increasing across resumes.
-        returns (ndarray): ``(K,)`` mean episode return (training) or mean eval return.
-    """
+    """One run's returns at ``steps`` and ``seconds`` (increasing across resumes);
+    ``settings``: its config flattened to dotted keys, without ``_NOT_GROUPED`` keys."""
 
     run_dir: Path
     settings: dict[str, Any]
@@ -78,10 +65,7 @@ def run_directories(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def read_run(run_dir: str | Path, source: Source = "train") -> RunCurve:
-    """Read ``metrics.jsonl`` (``episode_return_mean``) or ``evals.jsonl`` (``mean_return``).
-
-    Rows without a return yet (no episode finished) are skipped.
-    """
+    """The returns of metrics.jsonl (train) or evals.jsonl (eval), rows without one skipped."""
     run_dir = Path(run_dir)
     name, key = (
         (METRICS_FILE, "episode_return_mean") if source == "train" else (EVALS_FILE, "mean_return")
@@ -129,19 +113,12 @@ def _settings(run_dir: Path) -> dict[str, Any]:
     if not config_path.is_file():
         return {}
     data = yaml.safe_load(config_path.read_text()) or {}
-    flat = _flatten(data) if isinstance(data, dict) else {}
-    return {key: value for key, value in flat.items() if key.split(".")[0] not in _NOT_GROUPED}
-
-
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = tuple(value) if isinstance(value, list) else value
-    return flat
+    flat = flatten_dict(data) if isinstance(data, dict) else {}
+    return {
+        key: tuple(value) if isinstance(value, list) else value
+        for key, value in flat.items()
+        if key.split(".")[0] not in _NOT_GROUPED
+    }
 
 
 def group_runs(runs: Sequence[RunCurve]) -> list[tuple[str, list[RunCurve]]]:
@@ -170,7 +147,7 @@ def _differing_keys(settings: list[dict[str, Any]]) -> list[str]:
 
 
 def _mean_and_std(
-    runs: Sequence[RunCurve], axis: Literal["steps", "seconds"]
+    runs: Sequence[RunCurve], axis: Axis
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Mean and std across runs: at their points if all runs share them, else on a grid over
     the range all runs cover (None if they cover no common range)."""
@@ -187,21 +164,9 @@ def _mean_and_std(
 
 
 def plot_runs(run_dirs: Iterable[str | Path], out: str | Path, source: Source = "train") -> Path:
-    """Draw return vs env steps and vs wall time for ``run_dirs`` into the PNG ``out``.
-
-    Args:
-        run_dirs: run directories of ``trpo train`` (or folders holding several).
-        out: the image file to write (its suffix picks the format; ``.png`` advised).
-        source: ``"train"`` (mean return of recent training episodes, metrics.jsonl) or
-            ``"eval"`` (deterministic evaluations, evals.jsonl).
-
-    Returns:
-        Path: the file written: ``out``, with ``.png`` added when it has no suffix.
-
-    Raises:
-        FileNotFoundError: a run directory without metrics.
-        ValueError: no run has any return to draw.
-    """
+    """Draw return vs env steps and vs wall time of ``run_dirs`` (or folders of them) into
+    ``out`` (``.png`` added without a suffix; returned). ``source``: "train" or "eval".
+    FileNotFoundError for a directory without metrics; ValueError if nothing to draw."""
     runs = [read_run(path, source) for path in run_directories(run_dirs)]
     runs = [run for run in runs if len(run.steps)]
     if not runs:
@@ -237,12 +202,7 @@ def _time_unit(longest_seconds: float) -> tuple[float, str]:
 
 
 def _draw_group(
-    axes: Any,
-    runs: Sequence[RunCurve],
-    axis: Literal["steps", "seconds"],
-    scale: float,
-    color: str,
-    label: str | None,
+    axes: Any, runs: Sequence[RunCurve], axis: Axis, scale: float, color: str, label: str | None
 ) -> None:
     if len(runs) == 1:
         x = getattr(runs[0], axis) * scale

@@ -24,35 +24,24 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from gymnasium import spaces
-from torch import Tensor, nn
+from torch import Generator, Tensor, nn
 from torch.nn import functional as F
 
 from rl.config import PolicyConfig
 from rl.networks import mlp
 from trust_region import bernoulli_fisher_vp, categorical_fisher_vp
 
-__all__ = [
-    "ActionDistribution",
-    "Bernoulli",
-    "Categorical",
-    "DiagGaussian",
-    "MultiCategorical",
-    "Policy",
-    "make_distribution",
-    "make_policy",
-]
+__all__ = ["ActionDistribution", "Bernoulli", "Categorical", "DiagGaussian", "MultiCategorical",
+           "Policy", "make_distribution", "make_policy"]  # fmt: skip
 
 _LOG_2PI = math.log(2.0 * math.pi)
 _MASKED_LOGIT = -1e9  # finite, so that 0 * (masked − masked) stays 0 in KL and entropy
 
 
 class ActionDistribution(nn.Module):
-    """Maths of one family of action distributions.
-
-    ``params(net_out)`` maps the network output ``(B, param_size)`` to the distribution's
-    full parameter tensor; ``log_prob``, ``kl`` and ``entropy`` take such tensors and return
-    ``(B,)``. ``act`` samples straight from the network output (the rollout's fast path).
-    """
+    """Maths of one family of action distributions: ``params(net_out)`` maps the network
+    output ``(B, param_size)`` to the parameters that ``log_prob``, ``kl`` and ``entropy``
+    take (returning ``(B,)``); ``act`` samples straight from the network output."""
 
     param_size: int
     action_shape: tuple[int, ...]
@@ -62,22 +51,18 @@ class ActionDistribution(nn.Module):
         raise NotImplementedError
 
     def ggn_outputs(self, net_out: Tensor) -> Tensor:
-        """The outputs in which the KL's output-space Hessian is taken (Gauss-Newton form):
-        the logits for the discrete families, ``[mean, log_std]`` for the Gaussian."""
+        """Where the KL's output-space Hessian is taken (logits; ``[mean, log_std]``)."""
         raise NotImplementedError
 
     def output_fisher_vp(self, outputs: Tensor, tangent: Tensor) -> Tensor:
         """Per-sample Hessian of ``KL(old ‖ new)`` in ``ggn_outputs`` space, times ``tangent``."""
         raise NotImplementedError
 
-    def act(
-        self, net_out: Tensor, deterministic: bool, generator: torch.Generator | None
-    ) -> Tensor:
+    def act(self, net_out: Tensor, deterministic: bool, generator: Generator | None) -> Tensor:
         raise NotImplementedError
 
-    def sampler(self, generator: torch.Generator | None) -> Callable[[Tensor], Tensor]:
-        """``net_out -> act(net_out, False, generator)`` for a rollout, during which the
-        distribution's own parameters do not change (subclasses precompute from them)."""
+    def sampler(self, generator: Generator | None) -> Callable[[Tensor], Tensor]:
+        """``net_out -> act(net_out, False, generator)`` for one rollout (may precompute)."""
         return functools.partial(self.act, deterministic=False, generator=generator)
 
     def log_prob(self, params: Tensor, actions: Tensor) -> Tensor:
@@ -96,10 +81,7 @@ class ActionDistribution(nn.Module):
 
 
 class DiagGaussian(ActionDistribution):
-    """Diagonal Gaussian with a learned, state-independent log standard deviation.
-
-    ``params = [mean, log_std]`` along the last axis, shape ``(B, 2A)``.
-    """
+    """Diagonal Gaussian, learned state-independent log-std; ``params = [mean, log_std]``."""
 
     # Hessian of KL(old ‖ new) in each log-std at old = new, uncoupled from the mean: so the
     # log_std parameter's Fisher block is 2·I.
@@ -135,19 +117,16 @@ class DiagGaussian(ActionDistribution):
         return torch.cat([tangent_mean * torch.exp(-2.0 * log_std), 2.0 * tangent_log_std], -1)
 
     def mean_precision(self) -> Tensor:
-        """``exp(−2·log_std)`` ``(A,)``, detached: the per-sample Hessian of ``KL(old ‖ new)``
-        in the mean, the same for every sample (the std is state-independent)."""
+        """``exp(−2·log_std)`` (detached): the KL's Hessian in the mean, for every sample."""
         return torch.exp(-2.0 * self.log_std.detach())
 
-    def act(
-        self, net_out: Tensor, deterministic: bool, generator: torch.Generator | None
-    ) -> Tensor:
+    def act(self, net_out: Tensor, deterministic: bool, generator: Generator | None) -> Tensor:
         if deterministic:
             return net_out
         noise = torch.randn(net_out.shape, generator=generator, device=net_out.device)
         return net_out + self.log_std.exp() * noise
 
-    def sampler(self, generator: torch.Generator | None) -> Callable[[Tensor], Tensor]:
+    def sampler(self, generator: Generator | None) -> Callable[[Tensor], Tensor]:
         std = self.log_std.detach().exp()  # once per rollout, not once per step
 
         def sample(net_out: Tensor) -> Tensor:
@@ -201,9 +180,7 @@ class Categorical(ActionDistribution):
     def output_fisher_vp(self, outputs: Tensor, tangent: Tensor) -> Tensor:
         return categorical_fisher_vp(outputs, tangent)
 
-    def act(
-        self, net_out: Tensor, deterministic: bool, generator: torch.Generator | None
-    ) -> Tensor:
+    def act(self, net_out: Tensor, deterministic: bool, generator: Generator | None) -> Tensor:
         return _gumbel_argmax(net_out, deterministic, generator)
 
     def log_prob(self, params: Tensor, actions: Tensor) -> Tensor:
@@ -221,11 +198,8 @@ class Categorical(ActionDistribution):
 
 
 class MultiCategorical(ActionDistribution):
-    """Independent categoricals over ``MultiDiscrete(nvec, start)``.
-
-    The network emits ``D × K`` logits (``K = max(nvec)``); entries beyond ``nvec[d]`` are
-    masked. ``params`` are log-probabilities ``(B, D·K)``.
-    """
+    """Independent categoricals over ``MultiDiscrete(nvec, start)``: ``D × K`` logits
+    (``K = max(nvec)``, entries beyond ``nvec[d]`` masked); params: log-probabilities."""
 
     def __init__(self, space: spaces.MultiDiscrete) -> None:
         super().__init__()
@@ -251,23 +225,15 @@ class MultiCategorical(ActionDistribution):
     def ggn_outputs(self, net_out: Tensor) -> Tensor:
         return self._grid(net_out) + self._logit_mask
 
-    def output_fisher_vp(self, outputs: Tensor, tangent: Tensor) -> Tensor:
-        return categorical_fisher_vp(outputs, tangent)
-
-    def act(
-        self, net_out: Tensor, deterministic: bool, generator: torch.Generator | None
-    ) -> Tensor:
+    def act(self, net_out: Tensor, deterministic: bool, generator: Generator | None) -> Tensor:
         return _gumbel_argmax(self._grid(net_out) + self._logit_mask, deterministic, generator)
 
     def log_prob(self, params: Tensor, actions: Tensor) -> Tensor:
         chosen = self._grid(params).gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
         return chosen.sum(-1)
 
-    def kl(self, old_params: Tensor, new_params: Tensor) -> Tensor:
-        return (old_params.exp() * (old_params - new_params)).sum(-1)
-
-    def entropy(self, params: Tensor) -> Tensor:
-        return -(params.exp() * params).sum(-1)
+    kl, entropy = Categorical.kl, Categorical.entropy  # log-probabilities, as Categorical's
+    output_fisher_vp = Categorical.output_fisher_vp
 
     def to_env(self, actions: Tensor) -> np.ndarray:
         array = actions.detach().cpu().numpy() + self._start
@@ -293,9 +259,7 @@ class Bernoulli(ActionDistribution):
     def output_fisher_vp(self, outputs: Tensor, tangent: Tensor) -> Tensor:
         return bernoulli_fisher_vp(outputs, tangent)
 
-    def act(
-        self, net_out: Tensor, deterministic: bool, generator: torch.Generator | None
-    ) -> Tensor:
+    def act(self, net_out: Tensor, deterministic: bool, generator: Generator | None) -> Tensor:
         if deterministic:
             return (net_out > 0).float()
         uniform = torch.rand(net_out.shape, generator=generator, device=net_out.device)
@@ -319,9 +283,7 @@ class Bernoulli(ActionDistribution):
         return array.reshape((-1, *self._env_shape))
 
 
-def _gumbel_argmax(
-    logits: Tensor, deterministic: bool, generator: torch.Generator | None
-) -> Tensor:
+def _gumbel_argmax(logits: Tensor, deterministic: bool, generator: Generator | None) -> Tensor:
     """Sample from softmax(logits) along the last axis: argmax(logits − log E), E ~ Exp(1)."""
     if deterministic:
         return logits.argmax(-1)
@@ -330,14 +292,9 @@ def _gumbel_argmax(
 
 
 class Policy(nn.Module):
-    """A network from flat observations ``(B, obs_dim)`` to ``distribution``'s parameters.
+    """A ``network`` from flat observations ``(B, obs_dim)`` to ``(B, param_size)`` (the
+    Gaussian mean or the logits) and the action ``distribution`` family.
 
-    Args:
-        network (nn.Module): ``(B, obs_dim) -> (B, distribution.param_size)``: the Gaussian
-            mean, or the logits of the discrete families.
-        distribution (ActionDistribution): the action distribution family.
-
-    Example:
         >>> space = spaces.Discrete(3)
         >>> policy = Policy(mlp(4, (8,), 3), make_distribution(space))
         >>> policy.act(torch.zeros(5, 4)).shape
@@ -359,10 +316,7 @@ class Policy(nn.Module):
 
     @torch.no_grad()
     def act(
-        self,
-        observations: Tensor,
-        deterministic: bool = False,
-        generator: torch.Generator | None = None,
+        self, observations: Tensor, deterministic: bool = False, generator: Generator | None = None
     ) -> Tensor:
         """Actions ``(B, *action_shape)`` sampled (or the mode when ``deterministic``)."""
         return self.distribution.act(self.network(observations), deterministic, generator)
@@ -389,12 +343,6 @@ def make_distribution(space: spaces.Space, log_std_init: float = 0.0) -> ActionD
 def make_policy(obs_dim: int, action_space: spaces.Space, config: PolicyConfig) -> Policy:
     """An MLP policy for ``action_space`` as described by ``config``."""
     distribution = make_distribution(action_space, config.log_std_init)
-    network = mlp(
-        obs_dim,
-        config.hidden_sizes,
-        distribution.param_size,
-        config.activation,
-        config.ortho_init,
-        output_gain=0.01,
-    )
+    sizes = (obs_dim, config.hidden_sizes, distribution.param_size)
+    network = mlp(*sizes, config.activation, config.ortho_init, output_gain=0.01)
     return Policy(network, distribution)

@@ -1,17 +1,16 @@
-"""Training progress: a rich live display on a terminal, plain lines otherwise, or quiet.
-
-``make_progress("auto")`` picks the rich display when the stream is a TTY and one plain
-line per iteration when it is not (logs, pipes, CI). ``"quiet"`` prints only the final
-summary; ``"none"`` prints nothing.
-"""
+"""Training progress: a rich live display on a TTY ("auto", "rich"), plain lines otherwise
+("plain"), the final summary only ("quiet") or nothing ("none"); TensorBoard logging beside
+any of them (``trpo train --tensorboard``: ``torch.utils.tensorboard``, needs tensorboard)."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import math
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from rich.console import Console, Group
@@ -26,7 +25,8 @@ from rich.progress import (
 from rich.progress import Progress as RichBar
 from rich.table import Table
 
-__all__ = ["Clock", "PlainProgress", "Progress", "ProgressMode", "RichProgress", "make_progress"]
+__all__ = ["TENSORBOARD_HINT", "Clock", "PlainProgress", "Progress", "ProgressMode", "RichProgress",
+           "TensorBoardProgress", "make_progress", "tensorboard_available"]  # fmt: skip
 
 ProgressMode = Literal["auto", "rich", "plain", "quiet", "none"]
 
@@ -65,10 +65,8 @@ def summary_line(summary: dict[str, Any]) -> str:
 
 
 class Progress:
-    """Interface: ``iteration(row)`` per iteration, ``evaluation(row)``, ``finish(summary)``.
-
-    This base class prints nothing (mode ``"none"``).
-    """
+    """Interface: ``iteration(row)``, ``evaluation(row)``, ``finish(summary)``, ``abort()``;
+    this base class prints nothing (mode ``"none"``)."""
 
     def __init__(self, total_steps: int, stream: TextIO | None = None) -> None:
         self.total_steps = total_steps
@@ -106,11 +104,8 @@ class PlainProgress(QuietProgress):
         print(line, file=self.stream, flush=True)
 
     def evaluation(self, row: dict[str, Any]) -> None:
-        print(
-            f"eval step {row['step']} return {row['mean_return']:.1f} ± {row['std_return']:.1f}",
-            file=self.stream,
-            flush=True,
-        )
+        line = f"eval step {row['step']} return {row['mean_return']:.1f} ± {row['std_return']:.1f}"
+        print(line, file=self.stream, flush=True)
 
 
 class RichProgress(Progress):
@@ -120,24 +115,15 @@ class RichProgress(Progress):
         super().__init__(total_steps, stream)
         self.console = Console(file=self.stream)
         self.bar = RichBar(
-            TextColumn("[bold]training"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[fps]} steps/s"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=self.console,
-        )
+            TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[fps]} steps/s"), TimeElapsedColumn(), TextColumn("ETA"),
+            TimeRemainingColumn(), console=self.console,
+        )  # fmt: skip
         self.task = self.bar.add_task("training", total=total_steps, fps="-")
         self.last_eval: dict[str, Any] | None = None
         self.last_row: dict[str, Any] = {}
-        self.live = Live(
-            Group(self.bar, self._table({})),
-            console=self.console,
-            refresh_per_second=4,
-            transient=False,
-        )
+        table = Group(self.bar, self._table({}))
+        self.live = Live(table, console=self.console, refresh_per_second=4, transient=False)
         self.live.start()
 
     def _table(self, row: dict[str, Any]) -> Table:
@@ -150,20 +136,15 @@ class RichProgress(Progress):
             table.add_row(
                 str(row["iteration"]), *(_format(row.get(key), tpl) for key, _, tpl in _FIELDS[:-1])
             )
-        if self.last_eval is not None:
-            table.caption = (
-                f"eval at step {self.last_eval['step']}: "
-                f"{self.last_eval['mean_return']:.1f} ± "
-                f"{self.last_eval['std_return']:.1f}"
-            )
+        last = self.last_eval
+        if last is not None:
+            mean, std = last["mean_return"], last["std_return"]
+            table.caption = f"eval at step {last['step']}: {mean:.1f} ± {std:.1f}"
         return table
 
     def iteration(self, row: dict[str, Any]) -> None:
-        self.bar.update(
-            self.task,
-            completed=min(row["step"], self.total_steps),
-            fps=_format(row.get("fps"), "{:.0f}"),
-        )
+        fps = _format(row.get("fps"), "{:.0f}")
+        self.bar.update(self.task, completed=min(row["step"], self.total_steps), fps=fps)
         self.last_row = row
         self.live.update(Group(self.bar, self._table(row)))
 
@@ -187,11 +168,8 @@ def make_progress(
     if mode == "auto":
         mode = "rich" if stream.isatty() else "plain"
     classes: dict[str, type[Progress]] = {
-        "rich": RichProgress,
-        "plain": PlainProgress,
-        "quiet": QuietProgress,
-        "none": Progress,
-    }
+        "rich": RichProgress, "plain": PlainProgress, "quiet": QuietProgress, "none": Progress
+    }  # fmt: skip
     if mode not in classes:
         raise ValueError(f"Invalid progress mode: {mode!r} (allowed: auto, {', '.join(classes)})")
     return classes[mode](total_steps, stream)
@@ -225,3 +203,53 @@ class Clock:
     def time(self) -> float:
         """Seconds of the run so far, the part before a resume included."""
         return self.time_offset + self.elapsed()
+
+
+TENSORBOARD_HINT = "TensorBoard logging needs the tensorboard package: pip install tensorboard"
+_NOT_LOGGED = {"step", "iteration"}
+
+
+def tensorboard_available() -> bool:
+    """Whether ``torch.utils.tensorboard`` can be imported (the tensorboard package is there)."""
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+class TensorBoardProgress(Progress):
+    """Forwards to ``inner`` and logs each row's numeric fields into ``log_dir``
+    (ImportError naming the package without tensorboard)."""
+
+    def __init__(self, inner: Progress, log_dir: str | Path) -> None:
+        super().__init__(inner.total_steps, inner.stream)
+        if not tensorboard_available():
+            raise ImportError(TENSORBOARD_HINT, name="tensorboard")
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.inner = inner
+        self.log_dir = Path(log_dir)
+        self.writer = SummaryWriter(log_dir=str(self.log_dir))
+
+    def iteration(self, row: dict[str, Any]) -> None:
+        self._log("train", row)
+        self.inner.iteration(row)
+
+    def evaluation(self, row: dict[str, Any]) -> None:
+        self._log("eval", row)
+        self.inner.evaluation(row)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        self.writer.close()
+        self.inner.finish(summary)
+
+    def abort(self) -> None:
+        self.writer.close()
+        self.inner.abort()
+
+    def _log(self, prefix: str, row: dict[str, Any]) -> None:
+        step = int(row["step"])
+        for key, value in row.items():
+            if key in _NOT_LOGGED or isinstance(value, str) or value is None:
+                continue
+            number = float(value)
+            if math.isfinite(number):
+                self.writer.add_scalar(f"{prefix}/{key}", number, global_step=step)
+        self.writer.flush()

@@ -1,49 +1,5 @@
 """Exact resume of the training envs: each sub-env records how its episode began and the
-actions since, and a resume replays them (see ``rl.checkpoint`` for the checkpoint itself).
-
-Gymnasium envs cannot be saved in general (MuJoCo, Box2D, ALE and user envs each keep
-their state their own way), so each training sub-env is wrapped in an ``EpisodeRecorder``
-that keeps how its current episode began and the actions taken since:
-
-* the seed of its reset when the reset was seeded (the first episode: ``seed + i``), else
-  the state of the env's ``np_random`` just before the reset (later episodes: gymnasium's
-  NEXT_STEP autoreset calls ``reset()`` without a seed and the env draws its initial state
-  from ``np_random``), and for ALE (Atari) envs a snapshot of the emulator with its own RNG,
-  which carries game state and sticky-action randomness from one episode to the next;
-* every action passed to ``step`` since that reset;
-* whether the episode has ended: under NEXT_STEP autoreset the vector env then owes the
-  sub-env a reset on its next step;
-* a digest of the last observation, to check the replay.
-
-On resume each sub-env is reset the same way (with the seed, or with ``np_random`` and the
-emulator set to their saved states) and the actions are replayed on the sub-env itself,
-below the vector wrappers: the replay does not touch the normalization or episode
-statistics (they stay frozen), which are then set to their saved values (running means,
-variances and counts, NormalizeReward's discounted returns in progress, the episode returns
-and lengths in progress, the recent-episode queues). A sub-env whose episode had ended
-performs the pending reset on its next ``step``, returning reward 0 and no termination as
-gymnasium's autoreset does. Episodes are not cut at checkpoints, so what is learned does
-not change: a run stopped after a checkpoint and resumed writes the same metrics rows
-(timing fields aside) as one that never stopped, on CPU with the same torch version and
-thread count.
-
-
-Limits: this is exact for envs whose state is a function of (reset seed, or ``np_random``
-state and for ALE the emulator state, and the actions since the reset). Envs with
-randomness or state elsewhere (the global ``random`` or numpy generator, wall-clock time,
-external simulators or servers, counters kept across resets) continue from a state that
-may differ: the replay compares the last observation with the saved digest and warns
-(``CheckpointWarning``) when they differ; training then continues from the checkpoint's
-networks and statistics, but not bit for bit. Resuming costs up to one episode of env steps
-per sub-env, and the recorder keeps the current episode's actions in memory, at most
-``EpisodeRecorder.MAX_REPLAY_ACTIONS`` (100,000) per sub-env: past that (an env without a
-time limit) the episode is no longer recorded, and a resume resets that sub-env instead of
-replaying it and warns that it is not bit for bit, so memory, checkpoint size and replay
-time stay bounded. Reset ``options`` are not recorded
-(rl never passes any). An ALE snapshot is parsed by ALE itself (``ale_py.ALEState``), not by
-pickle.
-
-"""
+actions since, and a resume replays them (docs/checkpoints.md says how, and its limits)."""
 
 from __future__ import annotations
 
@@ -66,13 +22,8 @@ from rl.run_files import CheckpointError
 from rl.signals import StopOnSignals
 from rl.wrappers import FrozenObservationNormalizer, restore_reward_statistics, reward_statistics
 
-__all__ = [
-    "EpisodeRecorder",
-    "RecordingFactory",
-    "capture_env_state",
-    "plain_data",
-    "restore_env_state",
-]
+__all__ = ["EpisodeRecorder", "RecordingFactory", "capture_env_state", "plain_data",
+           "restore_env_state"]  # fmt: skip
 
 
 def plain_data(value: Any) -> Any:
@@ -108,9 +59,7 @@ def _digest(observation: Any) -> str:
 
 
 def _emulator_state(env: gym.Env) -> torch.Tensor | None:
-    """ALE keeps game state and its own RNG (sticky actions) across resets, where no seed
-    reaches them: a snapshot of its emulator (``clone_state(include_rng=True)``), as bytes.
-    None for other envs."""
+    """An ALE env's emulator snapshot with its RNG, as bytes (None for other envs)."""
     unwrapped = env.unwrapped
     if not type(unwrapped).__module__.startswith("ale_py"):
         return None
@@ -125,13 +74,9 @@ def _restore_emulator_state(env: gym.Env, state: torch.Tensor) -> None:
 
 
 class EpisodeRecorder(gym.Wrapper):
-    """Keeps how the current episode began and the actions since, to replay it on resume.
+    """Keeps how the current episode began and the actions since, to replay it on resume:
+    ``replay_request`` set to an ``episode_record()`` then ``replay()``.
 
-    The outermost wrapper of each training sub-env (see the module docstring). Its
-    ``episode_record()`` is plain data; ``replay_request`` set to such a record followed by
-    ``replay()`` brings a fresh env to the recorded state.
-
-    Example:
         >>> env = EpisodeRecorder(gym.make("CartPole-v1"))
         >>> _ = env.reset(seed=3); _ = env.step(1)
         >>> twin = EpisodeRecorder(gym.make("CartPole-v1"))
@@ -230,14 +175,8 @@ class EpisodeRecorder(gym.Wrapper):
 
 @dataclass(frozen=True)
 class RecordingFactory:
-    """An env factory whose envs are wrapped in ``EpisodeRecorder``.
-
-    Args:
-        factory (callable): makes one env.
-        ignore_signals (bool): ignore SIGINT and SIGTERM in the process that makes the env
-            (for AsyncVectorEnv workers: the main process handles them and stops cleanly,
-            and the workers exit when it closes their pipes).
-    """
+    """An env factory whose envs are wrapped in ``EpisodeRecorder``; ``ignore_signals``
+    for AsyncVectorEnv workers (the main process stops them)."""
 
     factory: EnvFactory
     ignore_signals: bool = False
@@ -301,11 +240,8 @@ def capture_env_state(envs: VectorEnvs, collector: RolloutCollector) -> dict[str
 def restore_env_state(
     envs: VectorEnvs, collector: RolloutCollector, state: Mapping[str, Any]
 ) -> list[int]:
-    """Bring freshly reset training envs to a state from ``capture_env_state``.
-
-    Returns:
-        list[int]: the sub-envs whose replay did not reproduce the saved last observation.
-    """
+    """Bring freshly reset training envs to a ``capture_env_state`` state; returns the
+    sub-envs whose replay did not reproduce the saved last observation."""
     if state["num_envs"] != envs.num_envs:
         raise CheckpointError(
             f"the checkpoint holds {state['num_envs']} envs, the run has {envs.num_envs}"

@@ -1,15 +1,7 @@
-"""Rollout collection into preallocated time-major ``(T, N)`` buffers.
-
-One policy forward per vector step on the whole batch of ``N`` envs; no per-env Python
-loop. Under gymnasium's NEXT_STEP autoreset the step after an episode's end is a *reset
-step*: its action is ignored, its observation is the new episode's first. Such a slot holds
-no transition and is marked ``valid = False``; the update learns only from valid slots.
-
-Because the final observation of an episode is returned by the step that ended it, row
-``t + 1`` of ``observations`` is always the observation that followed step ``t`` in each
-env, final observations included: ``V(observations[1:])`` gives the bootstrap values that
-``rl.gae`` needs, all normalized by the same wrapper as the observations they follow.
-"""
+"""Rollout collection into preallocated time-major ``(T, N)`` buffers, one policy forward
+per vector step. A NEXT_STEP reset slot holds no transition (``valid = False``). Row
+``t + 1`` of ``observations`` always follows step ``t`` (final observations included), so
+``V(observations[1:])`` gives the bootstrap values ``rl.gae`` needs."""
 
 from __future__ import annotations
 
@@ -33,18 +25,9 @@ __all__ = ["FiniteCheck", "Rollout", "RolloutCollector"]
 
 @dataclass(frozen=True)
 class Rollout:
-    """One iteration of experience. Views into the collector's buffers: they are overwritten
-    by the next ``collect()``.
-
-    Attributes:
-        observations (Tensor): ``(T + 1, N, obs_dim)``; row ``t + 1`` follows step ``t``.
-            float32, or uint8 for image observations (see ``_storage_dtype``).
-        actions (Tensor): ``(T, N, *action_shape)`` as sampled (Box actions unclipped).
-        rewards (Tensor): ``(T, N)`` float32, as returned by the (normalizing) vector env.
-        terminated (Tensor): ``(T, N)`` bool.
-        truncated (Tensor): ``(T, N)`` bool.
-        valid (Tensor): ``(T, N)`` bool; False on NEXT_STEP reset slots, which hold no transition.
-    """
+    """One iteration of experience: views into the collector's buffers (overwritten by the
+    next ``collect()``). ``observations`` ``(T + 1, N, obs_dim)`` float32 (uint8 images);
+    ``actions`` as sampled (unclipped); the others ``(T, N)``."""
 
     observations: Tensor
     actions: Tensor
@@ -55,8 +38,7 @@ class Rollout:
 
 
 def _check_buffer_fits(envs: VectorEnvs, policy: Policy, horizon: int) -> None:
-    """A MemoryError naming steps_per_iteration when the rollout's observations alone would
-    take more than the machine's memory (rather than an allocation traceback)."""
+    """A MemoryError naming steps_per_iteration if the observations exceed the memory."""
     item = torch.empty((), dtype=_storage_dtype(envs, policy)).element_size()
     needed = (horizon + 1) * envs.num_envs * envs.observation_dim * item
     try:
@@ -72,9 +54,8 @@ def _check_buffer_fits(envs: VectorEnvs, policy: Policy, horizon: int) -> None:
 
 
 def _storage_dtype(envs: VectorEnvs, policy: Policy) -> torch.dtype:
-    """uint8 when the env emits uint8 observations (images) that reach the policy unnormalized
-    and the policy's network asks for them so (``observation_dtype``, as ``rl.cnn``'s do): a
-    quarter of float32's memory, converted to float inside the network. float32 otherwise."""
+    """uint8 for unnormalized uint8 observations a network asks for (``observation_dtype``,
+    as ``rl.cnn``'s do); float32 otherwise."""
     wanted = getattr(policy.network, "observation_dtype", torch.float32)
     emitted = envs.env.single_observation_space.dtype
     if wanted == torch.uint8 and emitted == np.uint8 and envs.obs_normalizer is None:
@@ -83,19 +64,9 @@ def _storage_dtype(envs: VectorEnvs, policy: Policy) -> torch.dtype:
 
 
 class FiniteCheck:
-    """Raises ``NonFiniteEnvError`` when vector step ``t`` stored a NaN or infinite
-    observation or reward in the float32 buffers, before the policy acts on it.
-
-    ``rl.envs.RefuseNonFinite`` refuses NaN and infinities as the envs return them (naming
-    the sub-env before normalization spreads a NaN to all of them); this checks what is
-    stored, which a finite float64 beyond 3.4e38 or a normalization overflow still makes
-    infinite. The same screen, a dot product with ones per row; uint8 (image) observations
-    are always finite.
-
-    Args:
-        observations (Tensor): the ``(T + 1, N, obs_dim)`` buffer (CPU).
-        rewards (np.ndarray): the ``(T, N)`` float32 buffer.
-    """
+    """Raises ``NonFiniteEnvError`` when vector step ``t`` stored a non-finite observation or
+    reward in the float32 buffers (a float64 beyond 3.4e38, a normalization overflow), before
+    the policy acts on it; ``RefuseNonFinite``'s screen, on what is stored."""
 
     def __init__(self, observations: Tensor, rewards: np.ndarray) -> None:
         self._observations = (
@@ -135,14 +106,8 @@ class FiniteCheck:
 
 
 class RolloutCollector:
-    """Steps a vector env with a policy, ``steps_per_env`` vector steps per ``collect()``.
-
-    Args:
-        envs (VectorEnvs): vector env in NEXT_STEP autoreset mode.
-        policy (Policy): acts on ``(N, obs_dim)`` float32 observations.
-        steps_per_env (int): ``T``, vector steps per rollout.
-        generator (torch.Generator, optional): source of action-sampling noise.
-    """
+    """Steps NEXT_STEP vector ``envs`` with ``policy``, ``steps_per_env`` vector steps per
+    ``collect()``, sampling actions with ``generator``."""
 
     def __init__(
         self,
@@ -234,8 +199,7 @@ class RolloutCollector:
         )
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """What the next ``collect()`` continues from: the observations ``(N, obs_dim)`` and
-        which envs ended on the last step (their next slot is a reset slot)."""
+        """The observations the next ``collect()`` continues from and which envs ended."""
         next_observations = self._observations[-1] if self._collected else self._observations[0]
         return {
             "observations": next_observations.clone(),

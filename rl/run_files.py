@@ -19,29 +19,18 @@ import torch
 
 from rl.errors import RunDirError, first_line
 
-__all__ = [
-    "ALL_RUN_FILES",
-    "CHECKPOINT_FILE",
-    "CHECKPOINT_FORMAT",
-    "CONFIG_FILE",
-    "EVALS_FILE",
-    "METRICS_FILE",
-    "MODEL_FILE",
-    "PREVIOUS_CHECKPOINT_FILE",
-    "CheckpointError",
-    "RunFiles",
-    "UnsafeCheckpointError",
-    "atomic_torch_save",
-    "atomic_write_text",
-    "json_line",
-    "load_plain_file",
-    "remove_stale_temporaries",
-]
+__all__ = ["ALL_RUN_FILES", "CHECKPOINT_FILE", "CHECKPOINT_FORMAT", "CONFIG_FILE", "EVALS_FILE",
+           "METRICS_FILE", "MODEL_FILE", "PREVIOUS_CHECKPOINT_FILE", "CheckpointError",
+           "RunFiles", "UnsafeCheckpointError", "atomic_torch_save", "atomic_write_text",
+           "json_line", "load_plain_file", "remove_stale_temporaries"]  # fmt: skip
 
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.jsonl"
-EVALS_FILE = "evals.jsonl"
+CONFIG_FILE, METRICS_FILE, EVALS_FILE = "config.yaml", "metrics.jsonl", "evals.jsonl"
 MODEL_FILE = "model.pt"
+CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE = "checkpoint.pt", "checkpoint.prev.pt"
+CHECKPOINT_FORMAT = "rl.trpo.checkpoint/1"
+# Every file a run writes: a directory holding any of them holds a run.
+ALL_RUN_FILES = (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE, MODEL_FILE, CONFIG_FILE,
+                 METRICS_FILE, EVALS_FILE)  # fmt: skip
 
 
 def json_line(row: dict[str, Any]) -> str:
@@ -59,28 +48,12 @@ def _finite_or_none(value: Any) -> Any:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, fsync it and rename it over
-    ``path``: a crash leaves the old file or the new one, never a torn one."""
-    temporary = path.with_name(f".{path.name}.{writer_tag()}.tmp")
-    try:
-        with open(temporary, "w") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    """Write ``text`` over ``path`` atomically (``atomic_torch_save``'s way)."""
+    _atomic_write(path, lambda file: file.write(text.encode()))
 
 
 class RunFiles:
-    """Writes one run's files under ``directory`` (created if missing).
-
-    Example:
-        >>> files = RunFiles("runs/demo")  # doctest: +SKIP
-        >>> files.append_metrics({"step": 2048, "kl": 0.009})  # doctest: +SKIP
-    """
+    """Writes one run's files under ``directory`` (created if missing)."""
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
@@ -92,8 +65,7 @@ class RunFiles:
         return self.directory / MODEL_FILE
 
     def write_config(self, config_yaml: str) -> None:
-        """Write config.yaml atomically (temporary file, fsync, rename): the first write of
-        ``learn``, so an unwritable run directory is reported before training starts."""
+        """Write config.yaml atomically (the first write: a bad run_dir fails early)."""
         with self._writing(f"write {CONFIG_FILE} in"):
             atomic_write_text(self.directory / CONFIG_FILE, config_yaml)
 
@@ -120,13 +92,8 @@ class RunFiles:
             file.write(json_line(row) + "\n")
 
     def drop_rows_after(self, iteration: int, step: int) -> list[str]:
-        """Keep the metrics rows up to ``iteration`` and the evaluation rows up to ``step``,
-        dropping what a stopped run wrote after its last checkpoint. Lines that are not
-        UTF-8 or not JSON objects (a torn write, a garbled disk) are dropped too.
-
-        Returns:
-            list[str]: one sentence per file that held such lines, saying what was repaired.
-        """
+        """Keep the metrics rows up to ``iteration`` and the evaluation rows up to ``step``
+        (and no unreadable line); returns a sentence per file that held unreadable lines."""
         repairs = [
             self._keep_rows(METRICS_FILE, lambda row: row.get("iteration", 0) <= iteration),
             self._keep_rows(EVALS_FILE, lambda row: row.get("step", 0) <= step),
@@ -160,51 +127,35 @@ class RunFiles:
         )
 
 
-# ----------------------------------------------------- checkpoint and model files, safe loading
-
-
-CHECKPOINT_FILE = "checkpoint.pt"
-
-
-PREVIOUS_CHECKPOINT_FILE = "checkpoint.prev.pt"
-
-
-CHECKPOINT_FORMAT = "rl.trpo.checkpoint/1"
-
-
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, EVALS_FILE)  # rewritten atomically by rl.run_files
-
-
-# Every file a run writes: a directory holding any of them holds a run.
-ALL_RUN_FILES = (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE, MODEL_FILE, *RUN_FILES)
-
-
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read, or that does not fit the run it is loaded into."""
 
 
 class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
-    """A file that holds more than plain data, e.g. built to run code on load: refused
-    without running anything."""
+    """A file holding more than plain data (e.g. built to run code): refused unrun."""
 
 
 def atomic_torch_save(state: Any, path: str | Path, previous: str | Path | None = None) -> None:
     """``torch.save`` to a temporary file beside ``path``, fsync it, then rename it over
-    ``path``; with ``previous``, the file ``path`` held is first kept as ``previous``.
+    ``path`` (with ``previous``, the file ``path`` held is first kept as ``previous``).
 
-    A crash (even SIGKILL or power loss after the final fsync) at any point leaves ``path``
-    holding either the old file or the new one, complete, and ``previous`` (if asked for)
-    an older complete one; at worst a ``.NAME.*.tmp`` file is left behind (see
-    ``remove_stale_temporaries``). An error (e.g. ENOSPC) removes the temporary file and
-    re-raises, leaving ``path`` and ``previous`` as they were or ``previous`` updated.
+    A crash (even SIGKILL) at any point leaves ``path`` (and ``previous``) old or new and
+    complete, at worst a ``.NAME.*.tmp`` file (``remove_stale_temporaries``); an error
+    (e.g. ENOSPC) removes the temporary file and re-raises.
     """
-    path = Path(path)
+    _atomic_write(Path(path), lambda file: torch.save(state, file), previous)
+
+
+def _atomic_write(
+    path: Path, write: Callable[[Any], Any], previous: str | Path | None = None
+) -> None:
     descriptor, temporary = tempfile.mkstemp(
         prefix=f".{path.name}.{writer_tag()}.", suffix=".tmp", dir=path.parent
     )
     try:
+        os.chmod(temporary, 0o666 & ~_UMASK)  # as open() makes files, not mkstemp's 0600
         with os.fdopen(descriptor, "wb") as file:
-            torch.save(state, file)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         if previous is not None and path.exists():
@@ -217,12 +168,13 @@ def atomic_torch_save(state: Any, path: str | Path, previous: str | Path | None 
     _fsync_directory(path.parent)
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def _keep_as_previous(path: Path, previous: Path) -> None:
-    """Make ``previous`` name the file ``path`` names, with ``path`` named all along: a hard
-    link under a temporary name renamed over ``previous``. Where hard links are refused
-    (some network and FAT file systems), ``path`` is renamed to ``previous``: until the new
-    file is renamed in, only ``previous`` exists, which ``latest_checkpoint`` falls back to.
-    """
+    """Make ``previous`` name ``path``'s file, ``path`` named all along (a hard link renamed
+    over it; where links are refused, ``path`` is renamed: resume falls back to it)."""
     link = previous.with_name(f".{previous.name}.{writer_tag()}.link.tmp")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(link)
@@ -240,19 +192,11 @@ def _keep_as_previous(path: Path, previous: Path) -> None:
 
 
 def remove_stale_temporaries(directory: str | Path) -> list[Path]:
-    """Delete the temporary files that writes killed midway left in ``directory``
-    (``.checkpoint.pt.HOST-PID.*.tmp``, ``.config.yaml.HOST-PID.tmp`` and the like);
-    returns them.
-
-    Every temporary name carries its writer's host and process id (``writer_tag``): only
-    those of this host's processes that no longer exist are deleted, so processes writing
-    into one run directory together (the ranks of a distributed run, on this node or on
-    others sharing the file system, where a process id means another process) keep theirs.
-    """
-    names = ALL_RUN_FILES
+    """Delete (and return) the temporary files that writes killed midway left in
+    ``directory``: only those of this host's processes (``writer_tag``) no longer alive."""
     stale = [
         path
-        for name in names
+        for name in ALL_RUN_FILES
         for path in Path(directory).glob(f".{name}.*.tmp")
         if path.is_file() and not _writer_alive(path.name[len(name) + 2 :].split(".")[0])
     ]
@@ -269,9 +213,7 @@ def writer_tag() -> str:
 
 
 def _writer_alive(tag: str) -> bool:
-    """Whether the writer ``tag`` (``HOST-PID`` from a temporary name; a bare PID in names
-    written before hosts were recorded) may still be writing: True for another host's and
-    when unsure."""
+    """Whether writer ``tag`` (HOST-PID, or an old bare PID) may still write (if unsure)."""
     host, _, pid = tag.rpartition("-")
     if host and host != writer_tag().rpartition("-")[0]:
         return True  # another node's process: its id says nothing here
@@ -301,9 +243,8 @@ def _fsync_directory(directory: Path) -> None:
 
 
 def load_plain_file(path: str | Path) -> Any:
-    """``torch.load(path, weights_only=True)`` onto the CPU, its failures as one-line
-    CheckpointErrors: unreadable, holding anything but plain data (a file built to run code
-    on load is refused, and nothing in it runs), truncated or corrupt."""
+    """``torch.load(path, weights_only=True)`` onto the CPU; failures as one-line
+    CheckpointErrors (unreadable, not plain data, truncated or corrupt)."""
     path = Path(path)
     try:
         file = open(path, "rb")  # noqa: SIM115 - closed below; errors here are not corruption
@@ -330,8 +271,7 @@ def load_plain_file(path: str | Path) -> Any:
 
 
 def _unpickler_reason(error: pickle.UnpicklingError) -> str:
-    """torch's one-sentence reason (``Unsupported global: GLOBAL os.system ...``) without
-    its advice to load the file unsafely."""
+    """torch's one-sentence reason, without its advice to load the file unsafely."""
     text = str(error)
     marker = "WeightsUnpickler error:"
     if marker in text:

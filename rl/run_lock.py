@@ -1,16 +1,7 @@
-"""One process at a time in a run directory: an exclusive lock on ``RUN_DIR/.lock``.
-
-``trpo train``, ``trpo train --resume`` and ``TRPO.learn``/``TRPO.resume`` with a run
-directory (rank 0 in a job) hold it while they write there. A second process is refused at
-once with ``RunDirLockedError`` naming the holder's PID; nothing of the directory is
-changed by the refusal. The lock is ``fcntl.flock`` on the file, so the operating system
-releases it when its holder dies however it dies: a stale ``.lock`` left by a killed
-process is simply taken over. Within one process the lock is re-entrant (``resume`` then
-``learn``); the last release removes the file.
-
-Example:
-    >>> with hold_run_dir("runs/demo"):  # doctest: +SKIP
-    ...     ...  # write the run's files
+"""One process at a time in a run directory: ``fcntl.flock`` on ``RUN_DIR/.lock``, held
+while training or resuming writes there (rank 0 in a job). A second process gets
+``RunDirLockedError`` naming the holder's PID; the OS releases the lock when its holder dies
+(a stale ``.lock`` is taken over). Re-entrant within a process; the last release removes it.
 """
 
 from __future__ import annotations

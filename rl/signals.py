@@ -1,12 +1,6 @@
-"""Stopping training on SIGINT, SIGTERM and SIGHUP at the end of an iteration.
-
-Signals: while ``learn`` writes a run directory, the first SIGINT or SIGTERM lets the
-current iteration finish, writes a checkpoint and returns (``agent.stopped_by``); a second
-one interrupts at once, and the last periodic checkpoint stays. AsyncVectorEnv workers
-ignore both signals, so that a Ctrl-C sent to the whole process group does not kill them
-before the checkpoint is taken; they exit when the main process closes them.
-
-"""
+"""Stopping training on SIGINT, SIGTERM and SIGHUP at the end of an iteration, with a
+checkpoint (a second signal stops at once). Helper processes (env workers, the value fit)
+ignore them: the training process stops them."""
 
 from __future__ import annotations
 
@@ -20,21 +14,12 @@ __all__ = ["StopOnSignals"]
 
 
 class StopOnSignals:
-    """While installed (in the main thread), the first SIGINT, SIGTERM or SIGHUP asks for a stop at
-    the end of the current iteration (``signal_name`` becomes ``"SIGINT"``/``"SIGTERM"``);
-    a second one raises KeyboardInterrupt at once. ``uninstall`` restores the previous
-    handlers.
+    """While installed (main thread; ``active``), the first stop signal sets ``signal_name``
+    (stop after this iteration); a second raises KeyboardInterrupt. SIGHUP (the terminal
+    closed) stops as SIGTERM does."""
 
-    Args:
-        active (bool): with False, ``install`` does nothing (default: True).
-    """
-
-    # SIGHUP: the terminal was closed (an ssh session dropped): stop as for SIGTERM.
-    SIGNALS = (
-        signal.SIGINT,
-        signal.SIGTERM,
-        *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []),
-    )
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                    if hasattr(signal, name))  # fmt: skip
 
     def __init__(self, active: bool = True) -> None:
         self.active = active
@@ -62,10 +47,6 @@ class StopOnSignals:
         if self.signal_name is not None:
             raise KeyboardInterrupt
         self.signal_name = signal.Signals(number).name
+        message = f"trpo: {self.signal_name} received: stopping after this iteration with a checkpoint (send it again to stop at once)"  # noqa: E501
         with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
-            print(
-                f"trpo: {self.signal_name} received: stopping after this iteration with a "
-                "checkpoint (send it again to stop at once)",
-                file=sys.stderr,
-                flush=True,
-            )
+            print(message, file=sys.stderr, flush=True)

@@ -1,10 +1,6 @@
-"""The policy update's closure for TrustRegionOptimizer: surrogate loss and KL(old ‖ new).
-
-This is the one place that turns a batch of experience into what the optimizer minimises;
-swap the plain ``(loss, kl)`` closure for a structured (e.g. GGN) one here. For a Gaussian
-MLP policy the structured result also describes the linear output layer
-(:func:`policy_linear_head`), so the optimizer solves that layer exactly ("ggn-head").
-"""
+"""The policy update's closure for TrustRegionOptimizer: surrogate loss and KL(old ‖ new),
+with the Gauss-Newton structure (and for a Gaussian MLP its linear output layer, solved
+exactly: "ggn-head") the optimizer uses."""
 
 from __future__ import annotations
 
@@ -22,15 +18,8 @@ __all__ = ["PolicyBatch", "make_policy_batch", "make_policy_closure", "policy_li
 
 @dataclass(frozen=True)
 class PolicyBatch:
-    """The samples of one policy update, flattened over time and envs (``M`` valid slots).
-
-    Attributes:
-        observations (Tensor): ``(M, obs_dim)``.
-        actions (Tensor): ``(M, *action_shape)``.
-        advantages (Tensor): ``(M,)``, already normalized if the config asks for it.
-        old_params (Tensor): ``(M, P)`` distribution parameters before the update, detached.
-        old_log_prob (Tensor): ``(M,)`` log-probabilities of ``actions`` before the update.
-    """
+    """The ``M`` valid samples of one policy update (advantages normalized if asked), with
+    the distribution parameters and log-probabilities before the update."""
 
     observations: Tensor
     actions: Tensor
@@ -63,15 +52,9 @@ class _GGNOutputs(nn.Module):
 def policy_linear_head(
     policy: Policy, observations: Tensor, params: list[Tensor]
 ) -> LinearHead | None:
-    """The :class:`trust_region.LinearHead` of a Gaussian policy ending in a linear layer.
-
-    Applies when ``policy.distribution`` is :class:`DiagGaussian` (state-independent
-    log-std: the mean's output-space Fisher ``exp(−2·log_std)`` is the same for every sample,
-    the log-std block is ``2·I``), ``policy.network`` is an ``nn.Sequential`` whose last module
-    is an ``nn.Linear`` (the mean is linear in it), and ``params`` are exactly the network's
-    and the log-std's parameters. Otherwise None, and the closure keeps the plain Gauss-Newton
-    products. It describes the policy at its current parameters (the mean's precision is
-    read now), like the batch's old distribution: build both right before the step.
+    """The ``trust_region.LinearHead`` of a DiagGaussian policy whose network is an
+    ``nn.Sequential`` ending in ``nn.Linear``, ``params`` being exactly its and the log-std's
+    parameters (else None). It reads the mean's precision now: build it right before the step.
     """
     distribution, network = policy.distribution, policy.network
     if not (
@@ -101,19 +84,9 @@ def policy_linear_head(
 def make_policy_closure(
     policy: Policy, batch: PolicyBatch, params: list[Tensor] | None = None
 ) -> Callable[[], tuple[Tensor, Tensor] | GGNClosureResult]:
-    """``closure() -> (loss, kl)`` for ``TrustRegionOptimizer.step``.
-
-    With ``params`` (the optimizer's parameters, in its order) and a :class:`Policy` whose
-    distribution gives its output-space Fisher, the closure returns a
-    :class:`trust_region.GGNClosureResult` instead, enabling the Gauss-Newton Fisher products
-    and ``fvp_subsample``; for a Gaussian MLP policy it carries a
-    :class:`trust_region.LinearHead` too (see :func:`policy_linear_head`), and the optimizer
-    eliminates the output layer and the log-std exactly ("ggn-head").
-
-    ``loss = −mean(π(a|s) / π_old(a|s) · Â)`` (the negated surrogate advantage) and
-    ``kl = mean KL(π_old(·|s) ‖ π(·|s))`` with the old distribution fixed, so that at the
-    current parameters ``kl`` is 0 with zero gradient and its Hessian is the Fisher matrix.
-    Deterministic and free of ``backward`` calls, as the optimizer requires.
+    """``closure() -> (loss, kl)`` for ``TrustRegionOptimizer.step``: ``loss = −mean(ratio ·
+    Â)``, ``kl = mean KL(π_old ‖ π)``. With ``params`` (the optimizer's, in its order) a
+    ``GGNClosureResult`` instead (Gauss-Newton products; ``policy_linear_head`` if it applies).
     """
     distribution = policy.distribution
     observations = batch.observations

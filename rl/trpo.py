@@ -1,16 +1,5 @@
-"""TRPO (Schulman et al., 2015) on gymnasium vector envs, built on TrustRegionOptimizer.
-
-``TRPO`` builds the networks, optimizers and envs of a run from its config, trains with
-``rl.loop.train`` (one iteration, top to bottom, and the metrics rows it writes are
-described there), acts, evaluates, and saves, loads and resumes runs.
-
-Example:
-    >>> import rl
-    >>> cfg = rl.TRPOConfig(env_id="Pendulum-v1", total_steps=100_000, seed=0)
-    >>> agent = rl.TRPO(cfg).learn()  # doctest: +SKIP
-    >>> agent.evaluate(episodes=10)  # doctest: +SKIP
-    {'mean_return': ..., 'std_return': ..., 'mean_length': ...}
-"""
+"""TRPO (Schulman et al., 2015) on gymnasium vector envs: builds a run's networks,
+optimizers and envs, trains with ``rl.loop.train``, acts, evaluates, saves and resumes."""
 
 from __future__ import annotations
 
@@ -37,7 +26,7 @@ from rl.envs import (
     make_vector_envs,
     raw_observation_space,
 )
-from rl.evaluation import play_vector_episodes
+from rl.evaluation import EVAL_SEED_OFFSET, play_vector_episodes
 from rl.loop import train
 from rl.networks import check_device_available
 from rl.policies import Policy, make_distribution, make_policy
@@ -59,7 +48,7 @@ from trust_region import TrustRegionOptimizer
 
 __all__ = ["TRPO"]
 
-EVAL_SEED_OFFSET = 1_000_000  # evaluation envs are seeded apart from training envs
+
 MAX_EVAL_ENVS = 16
 DEFAULT_EVAL_STEP_CAP = 10_000  # evaluation episodes of envs without a time limit
 # the TRPOConfig fields that are TrustRegionOptimizer's arguments of the same name
@@ -71,31 +60,17 @@ class TRPO:
     """Trust Region Policy Optimization for one gymnasium environment.
 
     Args:
-        config (TRPOConfig or str): all settings of the run; an env id (``TRPO("CartPole-v1")``,
-            as in SB3) means ``TRPOConfig.from_preset(env_id)``: the env's tuned preset if
-            there is one (``trpo presets``), else the plain defaults, as ``trpo train ENV``.
-        env_fn (callable, optional): makes one gymnasium env; overrides ``config.env_id``
-            (use it for custom envs). Must be picklable by cloudpickle for async vectors.
-        policy (nn.Module, optional): a ``rl.policies.Policy``, or any module mapping
-            ``(B, obs_dim)`` flat observations to the distribution's inputs (the Gaussian
-            mean ``(B, A)`` or the logits). Default: an MLP from ``config.policy``; for
-            image observations (uint8 Box of rank 2-3, e.g. Atari) the Nature CNN of
-            ``rl.cnn`` with ``config.policy``'s MLP head.
-        value (nn.Module, optional): ``(B, obs_dim) -> (B,)`` or ``(B, 1)``. Default: an MLP
-            from ``config.value`` (a separate Nature CNN for image observations). Networks
-            with ``observation_dtype = torch.uint8`` (rl.cnn's) get image observations as
-            stored, uint8 (see ``rl.rollout``); all others get float32.
-        comm (rl.comm.Comm, optional): the job this process is a rank of: a
-            ``rl.comm.DistributedComm`` under torchrun (``rl.train`` passes one; the main
-            rank's config is the job's), one process by default.
+        config (TRPOConfig or str): the run's settings; an env id means
+            ``TRPOConfig.from_preset(env_id)``, as ``trpo train ENV``.
+        env_fn (callable, optional): makes one env (custom envs); overrides ``config.env_id``.
+        policy (nn.Module, optional): a ``rl.policies.Policy``, or a module mapping
+            ``(B, obs_dim)`` flat observations to the Gaussian mean or the logits. Default:
+            an MLP from ``config.policy`` (Nature CNN + MLP head for image observations).
+        value (nn.Module, optional): ``(B, obs_dim) -> (B,)`` or ``(B, 1)``; default as policy.
+        comm (rl.comm.Comm, optional): the job this process is a rank of (``rl.train``
+            passes a ``DistributedComm``); one process by default.
 
-    Side effects: seeds torch's global generator (network initialisation) and, on CPU with
-    ``config.torch_threads > 0``, calls ``torch.set_num_threads``.
-
-    Example:
-        >>> agent = TRPO(TRPOConfig(env_id="CartPole-v1", total_steps=4096))  # doctest: +SKIP
-        >>> agent.learn(progress="none").predict(np.zeros(4, np.float32))  # doctest: +SKIP
-        array(0)
+    Seeds torch's global generator; ``config.torch_threads > 0`` sets torch's CPU threads.
     """
 
     # What learning changes, kept in ``self.state`` (rl.state.TrainingState).
@@ -179,7 +154,6 @@ class TRPO:
         self._train_envs: VectorEnvs | None = None
         self._eval_envs: VectorEnvs | None = None
 
-    # ----------------------------------------------------------------------------- building
     def _build_policy(self, policy: nn.Module | None) -> Policy:
         config, space = self.config, self.raw_observation_space
         if policy is None and is_image_space(space):
@@ -214,7 +188,6 @@ class TRPO:
             episode_window=config.episode_window,
         )
 
-    # ----------------------------------------------------------------------------- training
     def learn(
         self,
         total_steps: int | None = None,
@@ -224,26 +197,11 @@ class TRPO:
     ) -> TRPO:
         """Train until ``total_steps`` env steps in all (default: ``config.total_steps``).
 
-        Steps count vector slots, ``num_envs`` per vector step, reset slots included. With
-        ``config.run_dir`` set, writes config.yaml, metrics.jsonl, evals.jsonl and model.pt,
-        and checkpoint.pt every ``config.checkpoint_every`` iterations and at the end; the
-        first SIGINT or SIGTERM then stops training after the current iteration with a
-        checkpoint (``stopped_by`` names the signal), a second one at once.
-
-        Args:
-            total_steps (int, optional): step count to reach (default: ``config.total_steps``).
-            progress (str or Progress, optional): ``"auto"`` (rich on a TTY, else plain
-                lines), ``"rich"``, ``"plain"``, ``"quiet"``, ``"none"`` or a Progress.
-            final_evaluation (bool, optional): evaluate after the last iteration even when
-                ``config.eval_every`` is 0 (default: False).
-            callback (callable, optional): ``callback(agent, row)`` after each iteration
-                (and its evaluation, if any); returning ``False`` stops training there.
-
-        One iteration is ``rl.loop.train``'s (where the value fit runs, and when a row is
-        written, is said there).
-
-        Returns:
-            TRPO: ``self``, trained.
+        With ``config.run_dir``, writes config.yaml, metrics.jsonl, evals.jsonl, model.pt and
+        checkpoints; a SIGINT/SIGTERM stops after the iteration with a checkpoint
+        (``stopped_by``), a second one at once. ``progress``: "auto", "rich", "plain",
+        "quiet", "none" or a Progress. ``final_evaluation``: evaluate at the end even when
+        ``eval_every`` is 0. ``callback(agent, row)`` after each iteration; ``False`` stops.
         """
         config = self.config
         total_steps = config.total_steps if total_steps is None else total_steps
@@ -266,7 +224,6 @@ class TRPO:
         """Env steps per iteration of the job: ``config.steps_per_iteration`` per rank."""
         return self.config.steps_per_iteration * self.comm.world_size
 
-    # ----------------------------------------------------------------------------- acting
     def _current_obs_normalizer(self) -> FrozenObservationNormalizer | None:
         """Statistics frozen now: a snapshot of the live wrapper while training, else saved."""
         envs = self._train_envs
@@ -287,14 +244,7 @@ class TRPO:
         return self.policy.distribution.to_env(actions)
 
     def predict(self, observation: Any, deterministic: bool = True) -> Any:
-        """The env action for one raw observation, or the ``B`` actions of a batch (every
-        array with a leading ``B``: ``(B, 84, 84, 3)`` images, a Dict of ``(B, ...)`` arrays),
-        with the frozen normalization statistics applied.
-
-        Example:
-            >>> obs, _ = env.reset(seed=0)  # doctest: +SKIP
-            >>> env.step(agent.predict(obs))  # doctest: +SKIP
-        """
+        """The env action for one raw observation, or the actions of a batch (leading B)."""
         flat, single = flatten_observations(self.raw_observation_space, observation)
         actions = self._act(flat, self._current_obs_normalizer(), deterministic)
         return actions[0] if single else actions
@@ -302,14 +252,8 @@ class TRPO:
     def evaluate(
         self, episodes: int = 10, deterministic: bool = True, seed: int | None = None
     ) -> dict[str, float]:
-        """Run ``episodes`` full episodes on separate envs; raw (unnormalized) env returns.
-
-        Observation statistics are frozen for the whole evaluation. Evaluation envs are
-        seeded with ``seed`` (default ``config.seed + 1_000_000``), one episode per env.
-
-        Returns:
-            dict: ``{"mean_return", "std_return", "mean_length"}``.
-        """
+        """``{"mean_return", "std_return", "mean_length"}`` of ``episodes`` episodes (raw
+        returns, statistics frozen), envs seeded from ``seed`` (default seed + 1,000,000)."""
         if episodes < 1:
             raise ValueError(f"Invalid episodes: {episodes} (must be >= 1)")
         seed = self.config.seed + EVAL_SEED_OFFSET if seed is None else seed
@@ -330,19 +274,15 @@ class TRPO:
 
     @property
     def eval_step_cap(self) -> int:
-        """Steps after which an evaluation episode is cut: ``config.eval_max_episode_steps``,
-        else the env's time limit, else 10,000."""
+        """Evaluation episodes are cut here: eval_max_episode_steps, time limit, 10,000."""
         return self.config.eval_max_episode_steps or self._episode_limit or DEFAULT_EVAL_STEP_CAP
 
-    # ----------------------------------------------------------------------------- files
     def state_dict(self) -> dict[str, Any]:
-        """The model file's content (``save``): networks, counters, frozen statistics and
-        the config; plain tensors, numbers and strings only (``weights_only=True``)."""
+        """The model file's content: networks, counters, statistics, config (plain data)."""
         return self.state.model_dict(self.config.model_dump(mode="json"))
 
     def save(self, path: str | Path) -> None:
-        """Save the trained agent (networks, frozen normalization statistics, config),
-        atomically (temporary file, fsync, rename)."""
+        """Save the agent atomically (temporary file, fsync, rename)."""
         atomic_torch_save(self.state_dict(), path)
 
     @classmethod
@@ -354,17 +294,9 @@ class TRPO:
         value: nn.Module | None = None,
         device: str | None = None,
     ) -> TRPO:
-        """Load an agent saved by ``save``; pass ``env_fn``/modules if it was built with them.
-
-        Loaded with ``torch.load(..., weights_only=True)``: a model file never runs code.
-        A checkpoint (``checkpoint.pt``) loads too, as the model it holds.
-
-        Raises:
-            rl.run_files.CheckpointError: (a ValueError) the file is unreadable, truncated,
-                holds anything but plain data (a file built to run code is refused), is no
-                rl model, or its networks or statistics do not fit the env and networks.
-            rl.config.ConfigError: the config stored in the file is invalid.
-        """
+        """Load an agent (or a checkpoint's model) saved by ``save``, with ``weights_only``
+        loading: a file never runs code. Pass ``env_fn``/modules if it was built with them.
+        Raises CheckpointError (unreadable, not plain data, not fitting) or ConfigError."""
         state = load_plain_file(path)
         if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
             state = state["model"]
@@ -389,29 +321,11 @@ class TRPO:
         restart: bool = False,
         comm: Comm | None = None,
     ) -> TRPO:
-        """Continue a run from ``run_dir/config.yaml`` and its latest checkpoint.
-
-        The next ``learn()`` continues exactly where the checkpoint was written (see
-        ``rl.checkpoint``). Rows of metrics.jsonl and evals.jsonl written after the
-        checkpoint are dropped now, so that each iteration appears once. Without a
-        checkpoint the agent starts afresh from config.yaml (``resumed_from`` is None) and
-        all rows are dropped. Raises ``rl.run_files.CheckpointError`` if no checkpoint can
-        be read or the checkpoint is for another env or network architecture.
-
-        Args:
-            run_dir (str or Path): a run directory written by ``learn``.
-            total_steps (int, optional): a new ``config.total_steps`` (to train longer).
-            env_fn, policy, value: as for ``TRPO``, if the run was built with them.
-            restart (bool, optional): start afresh from config.yaml even when the directory
-                holds a finished run (model.pt) without a checkpoint, which is refused
-                otherwise (default: False).
-            comm (rl.comm.Comm, optional): as for ``TRPO``: the main rank reads the run
-                directory and its checkpoint (which must come from a job of as many ranks)
-                and sends them to every rank; each restores its own envs and RNGs.
-
-        Example:
-            >>> agent = TRPO.resume("runs/Pendulum-v1-seed0", total_steps=200_000)  # doctest: +SKIP
-            >>> agent.learn()  # doctest: +SKIP
+        """Continue a run from ``run_dir``'s config.yaml and latest checkpoint: the next
+        ``learn()`` goes on exactly from there; rows written after it are dropped. Without a
+        checkpoint it starts afresh (``resumed_from`` None); a finished run (model.pt)
+        without one is refused unless ``restart``. ``total_steps``: a new target; ``comm``:
+        as for ``TRPO`` (the checkpoint must come from as many ranks). Raises CheckpointError.
         """
         comm = comm if comm is not None else Comm()
         config, checkpoint, path = load_run_of_job(run_dir, total_steps, restart, comm)
@@ -437,7 +351,6 @@ class TRPO:
             self._eval_envs = None
 
     def close(self) -> None:
-        """Close the evaluation envs (training envs close at the end of ``learn``) and
-        release the run directory held since ``resume``, if ``learn`` did not."""
+        """Close the evaluation envs; release the run directory held since ``resume``."""
         self.close_eval_envs()
         self._release_resume_hold()

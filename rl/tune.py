@@ -25,8 +25,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from rl.cli_train import UsageError, config_data, flatten_dotted
-from rl.config import ConfigError, TRPOConfig, parse_overrides
+from rl.cli_train import UsageError, config_data
+from rl.config import ConfigError, TRPOConfig, flatten_dict, parse_overrides
 from rl.run_lock import hold_run_dir
 from rl.tune_space import fit_budget, load_space, space_fields, suggest
 from rl.tune_study import (
@@ -97,7 +97,7 @@ def _new_settings(args: argparse.Namespace) -> tuple[dict[str, Any], list[int]]:
     """The study's settings from the command line, and its training seeds."""
     merged, _, _ = config_data(args.target, args.set, {}, "default")
     base = TRPOConfig.from_dict(merged)
-    fixed = sorted(flatten_dotted(parse_overrides(args.set)))
+    fixed = sorted(flatten_dict(parse_overrides(args.set)))
     space = {
         name: spec
         for name, spec in load_space(args.space).items()

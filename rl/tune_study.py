@@ -23,6 +23,7 @@ import optuna
 import yaml
 
 from rl.config import TRPOConfig, merge_dicts
+from rl.run_files import atomic_write_text
 from rl.tune_space import to_config
 
 try:  # optuna >= 4.0
@@ -127,8 +128,5 @@ def write_best(study: optuna.Study, study_dir: str | Path) -> optuna.trial.Froze
         f"{best.value:.2f}: mean deterministic return at {settings['budget']} steps\n"
         f"# seeds used while tuning: {study.user_attrs['seeds_used']} (evaluate on others)\n"
     )
-    path = Path(study_dir) / BEST_FILE
-    partial = path.with_suffix(".yaml.partial")
-    partial.write_text(header + yaml.safe_dump(config, sort_keys=False))
-    os.replace(partial, path)
+    atomic_write_text(Path(study_dir) / BEST_FILE, header + yaml.safe_dump(config, sort_keys=False))
     return best

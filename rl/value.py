@@ -1,8 +1,5 @@
-"""The value function: an MLP ``V(s)`` fitted to λ-returns by minibatch Adam.
-
-``fit_value`` is plain autograd and ``torch.optim``; ``rl.value_process`` runs it in a
-child process beside the next rollout.
-"""
+"""The value function: an MLP ``V(s)`` fitted to λ-returns by minibatch Adam (plain
+autograd and ``torch.optim``; ``rl.value_process`` runs it beside the next rollout)."""
 
 from __future__ import annotations
 
@@ -12,13 +9,7 @@ from torch import Tensor, nn
 from rl.config import ValueConfig
 from rl.networks import mlp
 
-__all__ = [
-    "ValueNetwork",
-    "explained_variance",
-    "fit_value",
-    "make_value",
-    "shuffled_orders",
-]
+__all__ = ["ValueNetwork", "explained_variance", "fit_value", "make_value", "shuffled_orders"]
 
 
 class ValueNetwork(nn.Module):
@@ -74,28 +65,11 @@ def fit_value(
     generator: torch.Generator | None = None,
     orders: list[Tensor] | None = None,
 ) -> float:
-    """Regress ``value(observations)`` on ``returns`` by ``epochs`` shuffled minibatch passes.
+    """Minimise ``mean((V(s) − R)²)`` by ``epochs`` shuffled minibatch passes (the last,
+    smaller minibatch kept; ``orders``: the permutations, else drawn from ``generator``).
 
-    Minimises ``mean((V(s) − R)²)`` with ``optimizer``; a last minibatch smaller than
-    ``minibatch_size`` is kept.
-
-    Args:
-        value (nn.Module): ``(B, obs_dim) -> (B,)``.
-        optimizer (Optimizer): over ``value``'s parameters (e.g. Adam).
-        observations (Tensor): ``(M, obs_dim)``.
-        returns (Tensor): ``(M,)`` regression targets.
-        epochs (int): passes over the data.
-        minibatch_size (int): samples per optimizer step.
-        generator (torch.Generator, optional): shuffling randomness.
-        orders (list of Tensor, optional): the ``epochs`` permutations to use instead of
-            drawing them from ``generator`` (``shuffled_orders``).
-
-    A fit that leaves a parameter NaN or infinite (finite but huge observations or returns
-    can overflow float32) is undone: the parameters and the optimizer's state are restored,
-    in place (a value network in shared memory stays there).
-
-    Returns:
-        float: the mean minibatch loss of the last epoch; NaN if the fit was undone.
+    Returns the last epoch's mean minibatch loss; a fit that leaves a parameter non-finite
+    is undone in place (parameters and optimizer state) and returns NaN.
     """
     undo = Snapshot(value, optimizer)
     parameters = [p for p in value.parameters() if p.requires_grad]
@@ -120,8 +94,7 @@ def fit_value(
 
 
 class Snapshot:
-    """The parameters of ``value`` and the state of ``optimizer`` before a fit, to undo a
-    fit that leaves a parameter NaN or infinite (``finish``)."""
+    """``value``'s parameters and ``optimizer``'s state before a fit, to undo it."""
 
     def __init__(self, value: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         self.value, self.optimizer = value, optimizer
@@ -129,8 +102,7 @@ class Snapshot:
         self.saved = [t.detach().clone() for t in self.tensors]
 
     def finish(self, losses: list[Tensor]) -> float:
-        """Undo the fit (in place) if it left a parameter non-finite and return NaN; else
-        the mean of the last epoch's minibatch ``losses``."""
+        """Undo a fit that left a parameter non-finite (NaN); else the mean of ``losses``."""
         if not all(bool(torch.isfinite(p).all()) for p in self.value.parameters()):
             fresh = {id(t) for t in _state_tensors(self.optimizer)} - {id(t) for t in self.tensors}
             with torch.no_grad():
@@ -145,12 +117,8 @@ class Snapshot:
 
 
 def _state_tensors(optimizer: torch.optim.Optimizer) -> list[Tensor]:
-    return [
-        value
-        for state in optimizer.state.values()
-        for value in state.values()
-        if isinstance(value, Tensor)
-    ]
+    states = optimizer.state.values()
+    return [value for state in states for value in state.values() if isinstance(value, Tensor)]
 
 
 def explained_variance(predictions: Tensor, targets: Tensor) -> float:

@@ -1,18 +1,9 @@
-"""The value fit in a child process, beside the policy step and the next rollout.
-
-An iteration's value fit (hundreds of small Adam steps) needs nothing from the next
-rollout, which needs only the policy: run in a child process, it takes none of the
-rollout's time and no GIL. The value network's parameters and Adam's state live in shared
-memory: the child updates them in place and the training process reads them once the fit
-is done (``PendingFit.result``). What is learned is the same as ``rl.value.fit_value`` in
-the training process, bit for bit: the same autograd and ``torch.optim.Adam`` with the
-same thread count, on shuffles drawn by the training process.
-
-The child is started once per training process (with ``spawn``: it inherits no file
-descriptor, lock or thread) and kept between ``learn`` calls. It ignores SIGINT, SIGTERM
-and SIGHUP (the training process decides when to stop), and it exits when the training
-process does, even after a SIGKILL (it checks its parent every second).
-"""
+"""The value fit in a child process, beside the policy step and the next rollout (no GIL
+shared with the rollout). Parameters and Adam's state live in shared memory, updated in
+place; the numbers are ``rl.value.fit_value``'s bit for bit (same autograd, Adam, threads
+and shuffles, drawn by the training process). One child per training process (``spawn``:
+no inherited descriptor, lock or thread); it ignores SIGINT/SIGTERM/SIGHUP and exits with
+its parent, even after a SIGKILL (checked every second)."""
 
 from __future__ import annotations
 
@@ -31,6 +22,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import Tensor, nn
 
+from rl.signals import StopOnSignals
 from rl.value import fit_value, shuffled_orders
 
 __all__ = ["MAX_SHARED_BYTES", "PendingFit", "ValueFitProcess", "can_fit_in_process"]
@@ -42,8 +34,7 @@ MAX_SHARED_BYTES = 64 * 2**20
 
 
 def can_fit_in_process(value: nn.Module, optimizer: torch.optim.Optimizer) -> bool:
-    """Whether the fit can run in the child: CPU parameters and a ``torch.optim.Adam`` with
-    one parameter group over them (its state is made before the fit, in shared memory)."""
+    """Whether the fit can run in the child: CPU parameters, one ``Adam`` group over them."""
     parameters = list(value.parameters())
     return (
         type(optimizer) is torch.optim.Adam
@@ -55,10 +46,8 @@ def can_fit_in_process(value: nn.Module, optimizer: torch.optim.Optimizer) -> bo
 
 
 class PendingFit:
-    """A value fit under way; ``result()`` waits for its last epoch's mean loss (and raises
-    its error). ``apart``: it may go on beside the next rollout (it is meant for the
-    value-fit process; a fit in a thread of the training process would slow the rollout
-    down through the GIL)."""
+    """A value fit under way; ``result()`` waits for its last epoch's mean loss (or raises).
+    ``apart``: in the child, so it may go on beside the next rollout (a thread would not)."""
 
     def __init__(
         self,
@@ -125,8 +114,7 @@ class ValueFitProcess:
         self._started = False  # the child has said it is ready (it imports torch first)
 
     def ready(self) -> bool:
-        """Whether the child has started (never waits for it: ``rl.loop`` fits in the
-        training process until then, with the same numbers)."""
+        """Whether the child has started (never waits; until then the loop fits itself)."""
         if not self._started and self._connection.poll(0):
             self._wait_started()
         return self._started
@@ -139,7 +127,7 @@ class ValueFitProcess:
 
     def bind(self, value: nn.Module, optimizer: torch.optim.Adam) -> None:
         """Fit ``value`` with ``optimizer`` from now on: both moved to shared memory (in
-        place, Adam's state made first as its first step would), sent to the child."""
+        place) and sent to the child."""
         self._wait_started()
         state = [_shared_adam_state(optimizer, p) for p in value.parameters()]
         value.share_memory()
@@ -167,8 +155,7 @@ class ValueFitProcess:
         minibatch_size: int,
         generator: torch.Generator | None,
     ) -> PendingFit:
-        """Start a fit of the bound network on ``(M, ...)`` observations and ``(M,)`` returns
-        (shuffles drawn here from ``generator``, as ``fit_value`` draws them)."""
+        """Start a fit of the bound network (shuffles drawn here, as ``fit_value`` does)."""
         self._wait_started()
         orders = shuffled_orders(returns.shape[0], epochs, generator, returns.device)
         stacked = torch.stack(orders) if orders else torch.empty(0, 0, dtype=torch.int64)
@@ -208,33 +195,26 @@ class ValueFitProcess:
 
 
 def _shared_adam_state(optimizer: torch.optim.Adam, parameter: Tensor) -> dict[str, Tensor]:
-    """``optimizer.state[parameter]``, made as ``Adam.step`` makes it when empty (step 0,
-    zero moments), its tensors in shared memory (moved in place)."""
+    """``optimizer.state[parameter]`` (made as ``Adam.step`` makes it), in shared memory."""
     state = optimizer.state[parameter]
     if not state:
         group = optimizer.param_groups[0]
         state["step"] = torch.tensor(0.0, dtype=torch.float32)
-        state["exp_avg"] = torch.zeros_like(parameter, memory_format=torch.preserve_format)
-        state["exp_avg_sq"] = torch.zeros_like(parameter, memory_format=torch.preserve_format)
-        if group["amsgrad"]:
-            state["max_exp_avg_sq"] = torch.zeros_like(
-                parameter, memory_format=torch.preserve_format
-            )
+        names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")[: 3 if group["amsgrad"] else 2]
+        for name in names:
+            state[name] = torch.zeros_like(parameter, memory_format=torch.preserve_format)
     for tensor in state.values():
         tensor.share_memory_()
     return state
 
 
-STOP_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
-)
+STOP_SIGNALS = StopOnSignals.SIGNALS
 
 
 @contextlib.contextmanager
 def _stop_signals_held() -> Iterator[None]:
-    """While the child starts: the stop signals blocked here (delivered when this ends) and
-    ignored, which the child inherits through exec, so that it ignores them from its
-    first instruction (a Ctrl-C to the process group while it imports torch included)."""
+    """While the child starts: stop signals blocked here and ignored, which the child
+    inherits through exec (it ignores a Ctrl-C while it imports torch)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -250,9 +230,8 @@ def _stop_signals_held() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _main_module_hidden() -> Iterator[None]:
-    """While the child is spawned: ``__main__`` without ``__spec__`` and ``__file__``, so
-    that spawn does not run the user's script (or ``rl.cli``) again in the child, as it
-    does for a script whose training is not under ``if __name__ == "__main__":``."""
+    """While spawning: ``__main__`` without ``__spec__``/``__file__``, so that spawn does not
+    run the user's script again in the child (one without an ``if __name__`` guard)."""
     main = sys.modules["__main__"]
     saved = {
         name: main.__dict__[name] for name in ("__spec__", "__file__") if name in main.__dict__
@@ -268,8 +247,7 @@ def _main_module_hidden() -> Iterator[None]:
 
 # ------------------------------------------------------------------------- the child
 def _warm_up() -> None:
-    """One tiny fit, so that what torch imports on first use (about a second) is done
-    before the child says it is ready."""
+    """One tiny fit: torch's first-use imports done before the child says it is ready."""
     value = nn.Sequential(nn.Linear(2, 2), nn.Tanh(), nn.Linear(2, 1))
     optimizer = torch.optim.Adam(value.parameters())
     fit_value(value, optimizer, torch.zeros(4, 2), torch.zeros(4, 1), 1, 2)

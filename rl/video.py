@@ -1,17 +1,6 @@
-"""Videos of a trained agent with gymnasium's RecordVideo (``trpo eval RUN_DIR --video DIR``).
-
-The agent acts through ``TRPO.predict`` (frozen normalization statistics, deterministic
-by default) in one env made like the training envs but with ``render_mode="rgb_array"``;
-RecordVideo writes one MP4 per episode. RecordVideo encodes with moviepy, which rl does not
-install by itself. Without a display, MuJoCo needs a headless OpenGL backend:
-:func:`use_offscreen_rendering` sets ``MUJOCO_GL`` to ``egl`` (or ``osmesa``) when the
-library is there and nothing else was chosen; ``trpo eval --video`` calls it first.
-
-Example:
-    >>> agent = TRPO.load("runs/pendulum/model.pt")  # doctest: +SKIP
-    >>> record_video(agent, "videos", episodes=2)  # doctest: +SKIP
-    {'mean_return': ..., 'std_return': ..., 'mean_length': ..., 'videos': [...]}
-"""
+"""Videos of a trained agent with gymnasium's RecordVideo (``trpo eval RUN_DIR --video DIR``):
+``TRPO.predict`` in one env made like the training envs with ``render_mode="rgb_array"``,
+one MP4 per episode (encoded by moviepy, not installed by rl)."""
 
 from __future__ import annotations
 
@@ -26,7 +15,7 @@ from gymnasium.wrappers import RecordVideo
 
 from rl.atari import make_gym_env
 from rl.envs import quiet_mujoco_deprecations
-from rl.evaluation import play_episodes
+from rl.evaluation import EVAL_SEED_OFFSET, play_episodes
 
 if TYPE_CHECKING:
     from rl.trpo import TRPO
@@ -38,27 +27,15 @@ OPENGL_HINT = (
     "MuJoCo cannot render without a display: install EGL or OSMesa (Debian: libegl1 or "
     "libosmesa6) and set MUJOCO_GL=egl or MUJOCO_GL=osmesa before starting"
 )
-EVAL_SEED_OFFSET = 1_000_000  # as TRPO.evaluate: apart from the training envs' seeds
 
 
 def use_offscreen_rendering(environ: dict[str, str] | None = None) -> str | None:
-    """Choose MuJoCo's headless OpenGL backend when there is no display.
-
-    On Linux with neither ``DISPLAY`` nor ``WAYLAND_DISPLAY`` and no ``MUJOCO_GL`` chosen,
-    sets ``MUJOCO_GL`` (and ``PYOPENGL_PLATFORM``) to ``egl`` if libEGL is installed, else to
-    ``osmesa`` if libOSMesa is. Must run before the first MuJoCo env is made (MuJoCo reads it
-    once, at import).
-
-    Returns:
-        str | None: the backend set, or None when nothing was changed.
-    """
+    """On Linux without a display or a chosen ``MUJOCO_GL``, set it (and
+    ``PYOPENGL_PLATFORM``) to "egl" or else "osmesa" where the library is; returns the
+    backend set, or None. Must run before the first MuJoCo env is made."""
     environ = os.environ if environ is None else environ
-    if (
-        not sys.platform.startswith("linux")
-        or environ.get("MUJOCO_GL")
-        or environ.get("DISPLAY")
-        or environ.get("WAYLAND_DISPLAY")
-    ):
+    chosen = ("MUJOCO_GL", "DISPLAY", "WAYLAND_DISPLAY")
+    if not sys.platform.startswith("linux") or any(environ.get(name) for name in chosen):
         return None
     for backend, library in (("egl", "EGL"), ("osmesa", "OSMesa")):
         if ctypes.util.find_library(library):
@@ -75,24 +52,9 @@ def record_video(
     deterministic: bool = True,
     seed: int | None = None,
 ) -> dict[str, Any]:
-    """Play ``episodes`` episodes and record each as an MP4 in ``video_dir``.
-
-    Args:
-        agent (TRPO): a trained agent whose config names its env (``env_id``).
-        video_dir (str or Path): created if missing.
-        episodes (int, optional): episodes to play and record (default: 1).
-        deterministic (bool, optional): act with the policy's mode (default: True).
-        seed (int, optional): episode ``k`` resets with ``seed + k``
-            (default: ``config.seed + 1_000_000``, as ``TRPO.evaluate``).
-
-    Returns:
-        dict: ``mean_return``, ``std_return``, ``mean_length`` (raw env returns) and
-        ``videos`` (the MP4 paths written).
-
-    Raises:
-        ImportError: naming the package when moviepy is missing.
-        ValueError: for an agent built from an env factory (no ``env_id`` to make).
-    """
+    """Play ``episodes`` (reset with ``seed + k``, default as ``TRPO.evaluate``), each
+    recorded as an MP4 in ``video_dir``; ``evaluate``'s figures and ``videos`` (the paths).
+    ImportError without moviepy; ValueError for an agent without ``env_id``."""
     if importlib.util.find_spec("moviepy") is None:
         raise ImportError(MOVIEPY_HINT, name="moviepy")
     config = agent.config

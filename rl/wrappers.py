@@ -1,15 +1,9 @@
 """Gymnasium's vector statistics wrappers at a lower cost, the non-finite check, and the
 frozen normalization statistics used outside training.
 
-gymnasium's vector RecordEpisodeStatistics, NormalizeObservation and NormalizeReward cost
-almost as much per vector step as a HalfCheetah-v5 step of both envs (docs/rollout_costs.md):
-np.mean and np.var on a (2, 17) batch are Python functions around a few ufuncs, and the
-masked updates index arrays several times per step. The Lean subclasses give
-the same numbers (bit for bit, tested against gymnasium's) with fewer numpy calls: the
-ufuncs that np.mean/np.var run, called directly, and the masking skipped on the steps
-(almost all of them) where no sub-env is in a NEXT_STEP reset slot. They keep the
-wrappers' attributes (obs_rms, return_rms, accumulated_reward, the episode queues), so
-checkpoints and the rest of rl read and restore them as before.
+The Lean subclasses give gymnasium's numbers bit for bit (tested) with fewer numpy calls
+(np.mean/np.var's ufuncs called directly; masking skipped when no sub-env is in a reset
+slot) and keep the wrappers' attributes; their cost: docs/rollout_costs.md.
 """
 
 from __future__ import annotations
@@ -27,25 +21,15 @@ from gymnasium.wrappers.vector import NormalizeObservation, NormalizeReward, Rec
 
 from rl.errors import NonFiniteEnvError
 
-__all__ = [
-    "FrozenObservationNormalizer",
-    "LeanNormalizeObservation",
-    "LeanNormalizeReward",
-    "LeanRecordEpisodeStatistics",
-    "RefuseNonFinite",
-    "raise_first_non_finite",
-    "restore_reward_statistics",
-    "reward_statistics",
-    "update_running_moments",
-]
+__all__ = ["FrozenObservationNormalizer", "LeanNormalizeObservation", "LeanNormalizeReward",
+           "LeanRecordEpisodeStatistics", "RefuseNonFinite", "raise_first_non_finite",
+           "restore_reward_statistics", "reward_statistics",
+           "update_running_moments"]  # fmt: skip
 
 
 def update_running_moments(statistics: RunningMeanStd, batch: np.ndarray) -> None:
-    """``statistics.update(batch)`` (gymnasium's RunningMeanStd), the same numbers.
-
-    ``np.mean(batch, axis=0)`` and ``np.var(batch, axis=0)`` are the ufunc calls below
-    (numpy's ``_mean``/``_var`` for floating arrays); other dtypes go through ``update``.
-    """
+    """``statistics.update(batch)``, the same numbers: np.mean/np.var's ufuncs (numpy's
+    ``_mean``/``_var`` for floating arrays) called directly; other dtypes go to ``update``."""
     if type(batch) is not np.ndarray or batch.dtype.kind != "f" or batch.ndim == 0:
         statistics.update(batch)
         return
@@ -122,8 +106,7 @@ class LeanNormalizeObservation(NormalizeObservation):
 
 
 class LeanNormalizeReward(NormalizeReward):
-    """gymnasium's vector NormalizeReward (NEXT_STEP autoreset), the same numbers with fewer
-    numpy calls."""
+    """gymnasium's vector NormalizeReward, the same numbers with fewer numpy calls."""
 
     def step(self, actions: Any):
         if self._autoreset_mode != AutoresetMode.NEXT_STEP:
@@ -147,15 +130,10 @@ class LeanNormalizeReward(NormalizeReward):
 
 
 class RefuseNonFinite(VectorWrapper):
-    """Raises ``rl.errors.NonFiniteEnvError`` naming the sub-env when one returns a NaN or
-    infinite observation or reward, before the statistics wrappers above it average it in.
-
-    The screen is the sum of each array as one dot product with ones (NaN or ±inf for any
-    NaN or ±inf; cheaper than ``np.isfinite(x).all()``); the exact search
-    runs only when it fires, so a sum that overflows (values near the dtype's maximum) costs
-    that search but raises nothing. Integer observations are not screened.
-    The error's ``vector_step`` is None here; ``rl.rollout`` fills it in.
-    """
+    """Raises ``NonFiniteEnvError`` naming the sub-env that returns a NaN or infinite
+    observation or reward, before the statistics average it in. The screen is one dot
+    product with ones (cheaper than ``np.isfinite(x).all()``); the exact search runs only
+    when it fires. Integer observations are not screened; ``rl.rollout`` sets the step."""
 
     def __init__(self, env: VectorEnv) -> None:
         super().__init__(env)
@@ -206,11 +184,7 @@ def raise_first_non_finite(
 
 @dataclass(frozen=True)
 class FrozenObservationNormalizer:
-    """A snapshot of NormalizeObservation's statistics, applied with the wrapper's formula.
-
-    ``(obs − mean) / sqrt(var + epsilon)`` in the statistics' dtype, cast to float32, exactly
-    as ``gymnasium.wrappers.vector.NormalizeObservation.observations`` computes it.
-    """
+    """A snapshot of NormalizeObservation's statistics, applied with its exact formula."""
 
     mean: np.ndarray
     var: np.ndarray
@@ -241,12 +215,8 @@ class FrozenObservationNormalizer:
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> FrozenObservationNormalizer:
-        return cls(
-            state["mean"].numpy(),
-            state["var"].numpy(),
-            float(state["count"]),
-            float(state["epsilon"]),
-        )
+        count, epsilon = float(state["count"]), float(state["epsilon"])
+        return cls(state["mean"].numpy(), state["var"].numpy(), count, epsilon)
 
 
 def reward_statistics(wrapper: NormalizeReward) -> dict[str, Any]:
@@ -258,8 +228,5 @@ def reward_statistics(wrapper: NormalizeReward) -> dict[str, Any]:
 def restore_reward_statistics(wrapper: NormalizeReward, state: dict[str, Any]) -> None:
     """Make ``wrapper`` continue from statistics saved by ``reward_statistics``."""
     rms = wrapper.return_rms
-    rms.mean, rms.var, rms.count = (
-        np.float64(state["mean"]),
-        np.float64(state["var"]),
-        float(state["count"]),
-    )
+    rms.mean, rms.var = np.float64(state["mean"]), np.float64(state["var"])
+    rms.count = float(state["count"])
