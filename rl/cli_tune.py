@@ -53,31 +53,15 @@ def add_tune_parser(commands: argparse._SubParsersAction) -> None:
         metavar="STUDY_DIR",
         help="continue a study with its own settings (with --quiet only)",
     )
-    tune.add_argument(
-        "--trials", type=_positive(int), metavar="N", help="the study's trials in all (default 50)"
-    )
-    tune.add_argument(
-        "--budget",
-        type=_positive(int),
-        metavar="STEPS",
-        help="env steps per trial and seed (default: the config's total_steps)",
-    )
-    tune.add_argument(
-        "--seeds", type=_positive(int), metavar="K", help="seeds per trial (default 1)"
-    )
-    tune.add_argument(
-        "--jobs",
-        type=_positive(int),
-        metavar="J",
-        help="trials at once (default: the cores available)",
-    )
+    for flag, kind, metavar, text in (
+        ("--trials", int, "N", "the study's trials in all (default 50)"),
+        ("--budget", int, "STEPS", "env steps per trial and seed (default: config total_steps)"),
+        ("--seeds", int, "K", "seeds per trial (default 1)"),
+        ("--jobs", int, "J", "trials at once (default: the cores available)"),
+        ("--timeout", float, "SECONDS", "start no trial after this; running ones finish"),
+    ):
+        tune.add_argument(flag, type=_positive(kind), metavar=metavar, help=text)
     tune.add_argument("--study-dir", help="default: studies/ENV-TIME")
-    tune.add_argument(
-        "--timeout",
-        type=_positive(float),
-        metavar="SECONDS",
-        help="start no trial after this; running ones finish",
-    )
     tune.add_argument(
         "--set",
         action="append",
