@@ -57,7 +57,8 @@ def _watch_parent(parent_pid: int) -> None:  # pragma: no cover - not Linux
 def run_trial(study_dir: str, trial_id: int, parent_pid: int) -> None:
     """The target of the trial's process: run the trial and tell the study its end."""
     die_with_parent(parent_pid)
-    os.setpgrp()  # a Ctrl-C reaches the tuning process only, which stops trials one by one
+    if hasattr(os, "setpgrp"):  # Ctrl-C reaches the tuning process only: it stops trials
+        os.setpgrp()
     study = load_study(study_dir)
     trial = optuna.Trial(study, trial_id)
     log = trial_run_dir(study_dir, trial.number, 0).parent / f"{trial.number:04d}.log"
