@@ -1,8 +1,12 @@
-"""The ``trpo`` command: ``trpo train``, ``trpo eval``, ``trpo presets`` and ``trpo plot``.
+"""The ``trpo`` command: ``trpo train``, ``trpo tune``, ``trpo eval``, ``trpo presets`` and
+``trpo plot``.
 
     trpo train ENV_ID_OR_CONFIG_FILE [--total-steps N] [--seed S] [--num-envs K]
                [--run-dir DIR] [--set key=value ...] [--quiet] [--tensorboard]
     trpo train --resume RUN_DIR [--total-steps N] [--quiet]
+    trpo tune ENV_ID_OR_CONFIG_FILE [--trials N] [--budget STEPS] [--seeds K] [--jobs J]
+              [--study-dir DIR] [--timeout SECONDS] [--set key=value ...] [--quiet]
+    trpo tune --resume STUDY_DIR [--quiet]
     trpo eval RUN_DIR [--episodes N] [--json] [--video DIR]
     trpo presets [ENV_ID]
     trpo plot RUN_DIR [RUN_DIR ...] [--out FILE.png] [--eval]
@@ -28,9 +32,10 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from rl.cli_train import UsageError, train_command
+from rl.cli_tune import add_tune_parser
 from rl.config import ConfigError, TRPOConfig
 from rl.errors import RunDirLockedError, TrainingError, first_line
-from rl.presets import all_presets, find_preset, similar_presets
+from rl.presets import PRESET_SOURCES, all_presets, find_preset, similar_presets
 from rl.run_files import (
     CHECKPOINT_FILE,
     METRICS_FILE,
@@ -77,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="trpo", description="TRPO on Gymnasium environments.")
     parser.add_argument("--version", action="version", version=f"trpo {_version()}")
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{train,eval,export,presets,plot}"
+        dest="command", required=True, metavar="{train,tune,eval,export,presets,plot}"
     )
 
     train = commands.add_parser(
@@ -101,10 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="any config field, dotted for nested ones (repeatable)")  # fmt: skip
     train.add_argument("--quiet", action="store_true", help="print only the final summary")
+    train.add_argument("--preset", choices=PRESET_SOURCES, default="default",
+                       help="ours or RL Zoo's settings")  # fmt: skip
     train.add_argument("--tensorboard", action="store_true",
                        help="also log metrics to RUN_DIR/tensorboard (needs: pip install "
                        "tensorboard)")  # fmt: skip
     train.set_defaults(handler=train_command)
+    add_tune_parser(commands)
 
     evaluate = commands.add_parser("eval", help="evaluate the final model of a run")
     evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run directory from trpo train")

@@ -12,6 +12,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 
@@ -45,7 +46,7 @@ from rl.run_files import (
 )
 from rl.trpo import TRPO
 
-__all__ = ["CONFIG_SUFFIXES", "UsageError", "train_command"]
+__all__ = ["CONFIG_SUFFIXES", "UsageError", "config_data", "train_command"]
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".toml", ".json")
 
@@ -177,24 +178,13 @@ def _resolve_train_config(
 ) -> tuple[TRPOConfig, Preset | None, list[str]]:
     """Preset of the env ← config file ← --set ← flags; the config, the preset applied (or
     None) and the preset's settings overridden."""
-    target = Path(args.target)
-    from_file = target.suffix.lower() in CONFIG_SUFFIXES or target.is_file()
-    file_data = read_config_file(target) if from_file else {"env_id": args.target}
     flags = {"total_steps": args.total_steps, "seed": args.seed, "num_envs": args.num_envs,
              "run_dir": args.run_dir}  # fmt: skip
-    overrides = merge_dicts(
-        parse_overrides(args.set), {k: v for k, v in flags.items() if v is not None}
-    )
-    data = merge_dicts(file_data, overrides)
-    env_id = data.get("env_id")
-    if not isinstance(env_id, str) or not env_id:
-        raise UsageError(f"env_id = {env_id!r}: a gymnasium env id is required")
-    _check_env_id(env_id)
-    preset = find_preset(env_id)
-    settings = copy.deepcopy(preset.config) if preset is not None else {}
-    config = TRPOConfig.from_dict(merge_dicts(settings, data))
+    merged, preset, data = config_data(args.target, args.set, flags, args.preset)
+    settings = preset.config if preset is not None else {}
+    config = TRPOConfig.from_dict(merged)
     if config.run_dir is None:
-        config = config.with_overrides({"run_dir": _default_run_dir(env_id, config.seed)})
+        config = config.with_overrides({"run_dir": _default_run_dir(config.env_id, config.seed)})
     held = [name for name in ALL_RUN_FILES if (Path(config.run_dir) / name).exists()]
     if held:  # any of them: a run whose metrics.jsonl was deleted is still a run
         raise UsageError(
@@ -205,6 +195,27 @@ def _resolve_train_config(
         raise UsageError(f"run_dir = {config.run_dir!r} is a file, not a directory")
     overridden = sorted(set(flatten_dict(settings)) & set(flatten_dict(data)))
     return config, preset, overridden
+
+
+def config_data(
+    target: str, overrides: list[str], flags: dict[str, Any], preset_source: str
+) -> tuple[dict[str, Any], Preset | None, dict[str, Any]]:
+    """(preset settings ← config file or env id ← --set ← flags, the preset, what the
+    command line gave without the preset); UsageError for a bad env id or preset."""
+    path = Path(target)
+    from_file = path.suffix.lower() in CONFIG_SUFFIXES or path.is_file()
+    file_data = read_config_file(path) if from_file else {"env_id": target}
+    given = {key: value for key, value in flags.items() if value is not None}
+    data = merge_dicts(file_data, merge_dicts(parse_overrides(overrides), given))
+    env_id = data.get("env_id")
+    if not isinstance(env_id, str) or not env_id:
+        raise UsageError(f"env_id = {env_id!r}: a gymnasium env id is required")
+    _check_env_id(env_id)
+    preset = find_preset(env_id, preset_source)
+    if preset is None and preset_source != "default":
+        raise UsageError(f"--preset {preset_source}: none for env_id = {env_id!r} (trpo presets)")
+    settings = copy.deepcopy(preset.config) if preset is not None else {}
+    return merge_dicts(settings, data), preset, data
 
 
 def _describe_preset(preset: Preset, overridden: list[str]) -> str:

@@ -227,10 +227,11 @@ class TRPOConfig(_Frozen):
         return cls.from_dict(merge_dicts(read_config_file(path), parse_overrides(overrides)))
 
     @classmethod
-    def from_preset(cls, env_id: str, **overrides: Any) -> TRPOConfig:
+    def from_preset(cls, env_id: str, source: str = "default", **overrides: Any) -> TRPOConfig:
         """The tuned settings for ``env_id`` from the preset files in ``rl/presets/`` (plain
-        defaults if there is none), updated by ``overrides`` (nested dicts for nested fields)."""
-        preset = find_preset(env_id)
+        defaults if there is none), updated by ``overrides`` (nested dicts for nested fields).
+        ``source="zoo"``: RL Zoo's settings (``rl.presets.find_preset``)."""
+        preset = find_preset(env_id, source)
         settings = copy.deepcopy(preset.config) if preset is not None else {}
         data = merge_dicts({"env_id": env_id}, settings)
         return cls.from_dict(merge_dicts(data, overrides))

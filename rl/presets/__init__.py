@@ -3,8 +3,11 @@
 Each file holds ``source`` (where its numbers come from) and ``presets``: a mapping from a
 gymnasium env id (or a glob pattern such as ``ALE/*-v5``) to ``config`` (TRPOConfig fields,
 nested groups as nested mappings) and an optional ``note`` (deviations from the source and
-why). Exact ids win over patterns; patterns are tried in file order. ``TRPOConfig`` validates
-a preset when it is used (``TRPOConfig.from_preset``); the tests validate every one.
+why). Exact ids win over patterns; patterns are tried in file order. ``source="zoo"`` keeps to
+the files whose numbers come from RL Baselines3 Zoo (today every default preset but
+Atari's); tuned presets will replace the default ones, and the zoo's stay reachable.
+``TRPOConfig`` validates a preset when it is used (``TRPOConfig.from_preset``); the tests
+validate every one.
 
 Example:
     >>> find_preset("HalfCheetah-v5").config["max_kl"]
@@ -25,9 +28,18 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Preset", "PresetFileError", "all_presets", "find_preset", "similar_presets"]
+__all__ = [
+    "PRESET_SOURCES",
+    "Preset",
+    "PresetFileError",
+    "all_presets",
+    "find_preset",
+    "similar_presets",
+]
 
 _PRESET_KEYS = {"config", "note"}
+PRESET_SOURCES = ("default", "zoo")
+_ZOO_SOURCE = "RL Baselines3 Zoo"
 
 
 class PresetFileError(ValueError):
@@ -81,9 +93,18 @@ def all_presets() -> tuple[Preset, ...]:
     return tuple(presets)
 
 
-def find_preset(env_id: str) -> Preset | None:
-    """The preset for ``env_id``: its exact entry, else the first matching pattern, else None."""
-    presets = all_presets()
+def find_preset(env_id: str, source: str = "default") -> Preset | None:
+    """The preset for ``env_id``: its exact entry, else the first matching pattern, else None.
+    ``source``: ``"default"`` (the presets ``trpo train`` applies) or ``"zoo"`` (RL Zoo's)."""
+    if source not in PRESET_SOURCES:
+        raise ValueError(
+            f"Invalid preset source: {source!r} (allowed: {', '.join(PRESET_SOURCES)})"
+        )
+    presets = tuple(
+        preset
+        for preset in all_presets()
+        if source == "default" or preset.source.startswith(_ZOO_SOURCE)
+    )
     for preset in presets:
         if preset.env_id == env_id:
             return preset

@@ -173,3 +173,15 @@ def test_continuous_presets_state_the_zoo_kl_and_damping_in_the_measured_units(e
     config = TRPOConfig.from_preset(env_id)
     assert config.max_kl == pytest.approx(target_kl * scale, rel=1e-12)
     assert config.damping == pytest.approx(cg_damping * scale, rel=1e-12)
+
+
+def test_zoo_source_gives_rl_zoos_settings_which_are_todays_presets(tmp_path, capsys) -> None:
+    for env_id in ("CartPole-v1", "HalfCheetah-v5"):
+        assert TRPOConfig.from_preset(env_id, source="zoo") == TRPOConfig.from_preset(env_id)
+    assert find_preset("ALE/Pong-v5", "zoo") is None  # OpenAI Baselines' numbers
+    assert main(["train", "CartPole-v1", "--preset", "zoo", "--total-steps", "64", "--quiet",
+                 "--run-dir", str(tmp_path / "run")]) == 0  # fmt: skip
+    assert main(["train", "ALE/Pong-v5", "--preset", "zoo"]) == 2
+    assert "--preset zoo: none for env_id = 'ALE/Pong-v5'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="Invalid preset source: 'mine'"):
+        find_preset("CartPole-v1", "mine")
