@@ -30,6 +30,7 @@ __all__ = [
     "DistributedComm",
     "RunningMoments",
     "gather_rows",
+    "merge_all_moments",
     "merge_running_moments",
     "rank_seed",
     "value_fit_mode",
@@ -119,6 +120,18 @@ class Comm:
             "episode_length_mean": float(np.mean(lengths)) if lengths else None,
         }
 
+    def end_iteration(
+        self,
+        batch: tuple[Tensor, Tensor, Tensor],
+        episodes: tuple[int, list, list],
+        signal_name: str | None,
+    ) -> tuple[dict[str, Any], str | None]:
+        """The row's ``batch_statistics`` of ``batch`` (entropies, values, returns) and
+        ``episode_metrics`` of ``episodes`` (finished, returns, lengths), and the stop
+        signal agreed (``agree_to_stop``)."""
+        row = self.batch_statistics(*batch) | self.episode_metrics(*episodes)
+        return row, self.agree_to_stop(signal_name)
+
     def setup(self, distributed_fit: str, device: torch.device) -> None:
         """The agent's settings: ``value.distributed_fit`` and the device it trains on."""
 
@@ -156,6 +169,7 @@ class DistributedComm(Comm):
         self.value_group = dist.new_group(ranks=dist.get_process_group_ranks(self.group))
         self._value_fit = value_fit_mode("auto", torch.device("cpu"), self.world_size)
         self.device: Any = "cpu"  # of the scalar collectives: set to the agent's device
+        self._sizes: list[int] | None = None  # every rank's batch size, from ``standardize``
 
     def setup(self, distributed_fit: str, device: torch.device) -> None:
         self.device = device
@@ -214,51 +228,62 @@ class DistributedComm(Comm):
         return [(running, RunningMoments.of(running)) for running in found]
 
     def merge_statistics(self, started: list[tuple[Any, RunningMoments]]) -> None:
-        for running, reference in started:
-            merge_running_moments(running, reference, self.group, self.device)
+        merge_all_moments(started, self.group, self.device)
 
     def standardize(self, advantages: Tensor) -> Tensor:
+        """As ``Comm.standardize``; every rank's sample count rides along (slot r of rank r)
+        and is kept for ``value_batch``."""
         if self.world_size == 1:
             return super().standardize(advantages)
-        count, total = self.sum([advantages.numel(), advantages.double().sum()])
+        slots = [0.0] * self.world_size
+        slots[self.rank] = advantages.numel()
+        *sizes, total = self.sum([*slots, advantages.double().sum()])
+        self._sizes, count = [int(size) for size in sizes], sum(sizes)
         if count <= 1:
             return advantages
         mean = total / count
         (squares,) = self.sum([(advantages.double() - mean).square().sum()])
         return (advantages - mean) / (math.sqrt(squares / (count - 1)) + 1e-8)
 
-    def batch_statistics(self, entropies: Tensor, values: Tensor, returns: Tensor) -> dict:
+    def end_iteration(
+        self,
+        batch: tuple[Tensor, Tensor, Tensor],
+        episodes: tuple[int, list, list],
+        signal_name: str | None,
+    ) -> tuple[dict[str, Any], str | None]:
+        """One all-reduce: the batch's moments, the episode sums (the job's mean return is
+        that of the ranks' episodes together) and each rank's signal (slot r of rank r)."""
         if self.world_size == 1:
-            return super().batch_statistics(entropies, values, returns)
-        targets, residuals = returns.double(), (returns - values).double()
-        count, entropy_sum, *moments = self.sum(
+            return super().end_iteration(batch, episodes, signal_name)
+        entropies, values, targets = batch
+        residuals, targets = (targets - values).double(), targets.double()
+        finished, returns, lengths = episodes
+        slots = [0.0] * self.world_size
+        slots[self.rank] = signal.Signals[signal_name].value if signal_name else 0
+        sums = self.sum(
             [
-                returns.numel(),
-                entropies.double().sum(),
-                targets.sum(),
-                targets.square().sum(),
-                residuals.sum(),
-                residuals.square().sum(),
+                targets.numel(), entropies.double().sum(), targets.sum(), targets.square().sum(),
+                residuals.sum(), residuals.square().sum(), finished, math.fsum(returns),
+                len(returns), math.fsum(lengths), len(lengths), *slots,
             ]
-        )
+        )  # fmt: skip
+        count, entropy_sum, *moments = sums[:6]
+        episodes_done, return_sum, return_count, length_sum, length_count = sums[6:11]
         target_variance = _unbiased_variance(count, moments[0], moments[1])
         residual_variance = _unbiased_variance(count, moments[2], moments[3])
         explained = (
             1.0 - residual_variance / target_variance if target_variance > 0 else float("nan")
         )
-        return {
+        row = {
             "samples": int(count),
             "entropy": entropy_sum / count if count else float("nan"),
             "explained_variance": explained,
+            "episodes": int(episodes_done),
+            "episode_return_mean": return_sum / return_count if return_count else None,
+            "episode_length_mean": length_sum / length_count if length_count else None,
         }
-
-    def episode_metrics(self, finished: int, returns: list, lengths: list) -> dict[str, Any]:
-        gathered = self.all_gather((finished, returns, lengths))
-        return super().episode_metrics(
-            sum(count for count, _, _ in gathered),
-            [value for _, rank_returns, _ in gathered for value in rank_returns],
-            [value for _, _, rank_lengths in gathered for value in rank_lengths],
-        )
+        stop = int(max(sums[11:]))
+        return row, signal.Signals(stop).name if stop else None
 
     @property
     def value_fit(self) -> str:
@@ -267,12 +292,17 @@ class DistributedComm(Comm):
     def value_batch(self, observations: Tensor, returns: Tensor) -> tuple[Tensor, Tensor, int]:
         if self._value_fit != "replicate":
             return observations, returns, 1
-        sizes = _all_sizes(returns, self.value_group)
-        return (
-            gather_rows(observations, self.value_group, sizes),
-            gather_rows(returns, self.value_group, sizes),
-            self.world_size,
-        )
+        sizes, self._sizes = self._sizes or _all_sizes(returns, self.value_group), None
+        if observations.dtype != returns.dtype:
+            return (
+                gather_rows(observations, self.value_group, sizes),
+                gather_rows(returns, self.value_group, sizes),
+                self.world_size,
+            )
+        rows = torch.cat([observations.flatten(1), returns[:, None]], dim=1)
+        both = gather_rows(rows, self.value_group, sizes)  # one all-gather for the two
+        gathered = both[:, :-1].reshape(-1, *observations.shape[1:])
+        return gathered, both[:, -1].contiguous(), self.world_size
 
     def check_value_in_sync(self, value: nn.Module, iteration: int) -> None:
         if iteration % SYNC_CHECK_EVERY == 1:
@@ -312,19 +342,39 @@ def merge_running_moments(
     ``E = c σ² + Σ e_r`` the job's moments are ``μ + D/C`` and ``E/C − (D/C)²``; one
     all-reduce of ``[n_r, d_r, e_r]``, centred on ``μ`` so that large means lose no digits.
     """
+    merge_all_moments([(statistics, reference)], group, device)
+
+
+def merge_all_moments(
+    started: Sequence[tuple[Any, RunningMoments]], group: dist.ProcessGroup, device: Any = "cpu"
+) -> None:
+    """``merge_running_moments`` of several ``(statistics, reference)``, in one all-reduce."""
+    if not started:
+        return
+    pieces = [_new_moments(statistics, reference) for statistics, reference in started]
+    packed = torch.from_numpy(np.concatenate(pieces)).to(device)
+    dist.all_reduce(packed, group=group)
+    total, offset = packed.cpu().numpy(), 0
+    for (statistics, reference), piece in zip(started, pieces, strict=True):
+        _merge_moments(statistics, reference, total[offset : offset + len(piece)])
+        offset += len(piece)
+
+
+def _new_moments(statistics: Any, reference: RunningMoments) -> np.ndarray:
+    """This rank's ``[n_r, d_r, e_r]`` (see ``merge_running_moments``), flat."""
     mean, var, count = reference.mean, reference.var, reference.count
     shift = np.asarray(statistics.mean, dtype=np.float64) - mean
     local_count = float(statistics.count)
-    new_count = local_count - count
     deviations = local_count * shift
     squares = local_count * (np.asarray(statistics.var, dtype=np.float64) + shift**2)
     squares = squares - count * var
+    return np.concatenate([[local_count - count], np.ravel(deviations), np.ravel(squares)])
+
+
+def _merge_moments(statistics: Any, reference: RunningMoments, total: np.ndarray) -> None:
+    """Set ``statistics`` to the job's moments from the summed ``[n, d, e]`` of all ranks."""
+    mean, var, count = reference.mean, reference.var, reference.count
     size = int(np.size(mean))
-    packed = torch.from_numpy(
-        np.concatenate([[new_count], np.ravel(deviations), np.ravel(squares)])
-    ).to(device)
-    dist.all_reduce(packed, group=group)
-    total = packed.cpu().numpy()
     job_count = count + total[0]
     job_shift = total[1 : 1 + size].reshape(np.shape(mean)) / job_count
     job_var = (count * var + total[1 + size :].reshape(np.shape(mean))) / job_count - job_shift**2

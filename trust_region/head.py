@@ -177,7 +177,9 @@ class HeadInputs:
     gram: Tensor  # A, (k+1, k+1), float64
 
 
-def head_inputs(head: LinearHead, index: Tensor | None = None, rows: int | None = None) -> HeadInputs:
+def head_inputs(
+    head: LinearHead, index: Tensor | None = None, rows: int | None = None
+) -> HeadInputs:
     """Linearise the features on this process's samples ``index`` (all when None) and take
     their local ``A``; no communication, so a caller may reduce ``A`` with other tensors.
     ``rows``, when given, is the expected number of feature rows."""
