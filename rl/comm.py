@@ -22,7 +22,11 @@ from torch import Tensor, nn
 
 from rl.envs import VectorEnvs
 from rl.value import explained_variance
-from trust_region.distributed import broadcast_parameters, check_parameters_in_sync
+from trust_region.distributed import (
+    broadcast_parameters,
+    check_parameters_in_sync,
+    gather_by_sum,
+)
 
 __all__ = [
     "RANK_SEED_STRIDE",
@@ -89,12 +93,9 @@ class Comm:
         """The stop signal of any rank (the highest-numbered one: SIGTERM before SIGINT)."""
         return signal_name
 
-    def start_statistics(self, envs: VectorEnvs) -> list[tuple[Any, RunningMoments]]:
-        """The envs' normalization statistics before a rollout, to merge after it."""
-        return []
-
-    def merge_statistics(self, started: list[tuple[Any, RunningMoments]]) -> None:
-        """Give every rank the moments of the job's samples (``merge_running_moments``)."""
+    def start_statistics(self, envs: VectorEnvs) -> None:
+        """Note the envs' normalization statistics before a rollout: ``end_iteration``
+        gives every rank the moments of the job's samples (``merge_running_moments``)."""
 
     def standardize(self, advantages: Tensor) -> Tensor:
         """Standardise the ``(M,)`` advantages over the job's batch (as they are if M <= 1)."""
@@ -128,7 +129,8 @@ class Comm:
     ) -> tuple[dict[str, Any], str | None]:
         """The row's ``batch_statistics`` of ``batch`` (entropies, values, returns) and
         ``episode_metrics`` of ``episodes`` (finished, returns, lengths), and the stop
-        signal agreed (``agree_to_stop``)."""
+        signal agreed (``agree_to_stop``); in a job, the normalization moments merged too
+        (nothing reads them before the next rollout)."""
         row = self.batch_statistics(*batch) | self.episode_metrics(*episodes)
         return row, self.agree_to_stop(signal_name)
 
@@ -170,6 +172,7 @@ class DistributedComm(Comm):
         self._value_fit = value_fit_mode("auto", torch.device("cpu"), self.world_size)
         self.device: Any = "cpu"  # of the scalar collectives: set to the agent's device
         self._sizes: list[int] | None = None  # every rank's batch size, from ``standardize``
+        self._started: list[tuple[Any, RunningMoments]] = []  # by ``start_statistics``
 
     def setup(self, distributed_fit: str, device: torch.device) -> None:
         self.device = device
@@ -217,32 +220,30 @@ class DistributedComm(Comm):
         dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group)
         return signal.Signals(int(flag)).name if int(flag) else None
 
-    def start_statistics(self, envs: VectorEnvs) -> list[tuple[Any, RunningMoments]]:
-        if self.world_size == 1:  # a job of one rank is the single process, bit for bit
-            return []
+    def start_statistics(self, envs: VectorEnvs) -> None:
         found = []
-        if envs.obs_normalizer is not None:
+        if envs.obs_normalizer is not None and self.world_size > 1:  # (1 rank: as 1 process)
             found.append(envs.obs_normalizer.obs_rms)
-        if envs.reward_normalizer is not None:
+        if envs.reward_normalizer is not None and self.world_size > 1:
             found.append(envs.reward_normalizer.return_rms)
-        return [(running, RunningMoments.of(running)) for running in found]
-
-    def merge_statistics(self, started: list[tuple[Any, RunningMoments]]) -> None:
-        merge_all_moments(started, self.group, self.device)
+        self._started = [(running, RunningMoments.of(running)) for running in found]
 
     def standardize(self, advantages: Tensor) -> Tensor:
-        """As ``Comm.standardize``; every rank's sample count rides along (slot r of rank r)
-        and is kept for ``value_batch``."""
+        """As ``Comm.standardize``, in one all-reduce: every rank's count, sum and squared
+        deviations from its own mean (slots of rank r), merged (Chan et al.); the counts
+        are kept for ``value_batch``."""
         if self.world_size == 1:
             return super().standardize(advantages)
-        slots = [0.0] * self.world_size
-        slots[self.rank] = advantages.numel()
-        *sizes, total = self.sum([*slots, advantages.double().sum()])
-        self._sizes, count = [int(size) for size in sizes], sum(sizes)
+        local = advantages.double()
+        deviations = (local - local.mean()).square().sum() if local.numel() else local.sum()
+        row = torch.stack([local.new_tensor(float(local.numel())), local.sum(), deviations])
+        table = gather_by_sum(row, self.group).cpu().tolist()
+        self._sizes = [int(size) for size, _, _ in table]
+        count = sum(self._sizes)
         if count <= 1:
             return advantages
-        mean = total / count
-        (squares,) = self.sum([(advantages.double() - mean).square().sum()])
+        mean = sum(total for _, total, _ in table) / count
+        squares = sum(m2 + n * (t / n - mean) ** 2 for n, t, m2 in table if n)
         return (advantages - mean) / (math.sqrt(squares / (count - 1)) + 1e-8)
 
     def end_iteration(
@@ -260,13 +261,16 @@ class DistributedComm(Comm):
         finished, returns, lengths = episodes
         slots = [0.0] * self.world_size
         slots[self.rank] = signal.Signals[signal_name].value if signal_name else 0
+        moments = [_new_moments(running, reference) for running, reference in self._started]
         sums = self.sum(
             [
                 targets.numel(), entropies.double().sum(), targets.sum(), targets.square().sum(),
                 residuals.sum(), residuals.square().sum(), finished, math.fsum(returns),
                 len(returns), math.fsum(lengths), len(lengths), *slots,
+                *(value for piece in moments for value in piece.tolist()),
             ]
         )  # fmt: skip
+        _merge_all(self._started, moments, sums[11 + self.world_size :])
         count, entropy_sum, *moments = sums[:6]
         episodes_done, return_sum, return_count, length_sum, length_count = sums[6:11]
         target_variance = _unbiased_variance(count, moments[0], moments[1])
@@ -282,7 +286,7 @@ class DistributedComm(Comm):
             "episode_return_mean": return_sum / return_count if return_count else None,
             "episode_length_mean": length_sum / length_count if length_count else None,
         }
-        stop = int(max(sums[11:]))
+        stop = int(max(sums[11 : 11 + self.world_size]))
         return row, signal.Signals(stop).name if stop else None
 
     @property
@@ -354,9 +358,14 @@ def merge_all_moments(
     pieces = [_new_moments(statistics, reference) for statistics, reference in started]
     packed = torch.from_numpy(np.concatenate(pieces)).to(device)
     dist.all_reduce(packed, group=group)
-    total, offset = packed.cpu().numpy(), 0
+    _merge_all(started, pieces, packed.cpu().tolist())
+
+
+def _merge_all(started: Sequence, pieces: list[np.ndarray], summed: list[float]) -> None:
+    """Each ``(statistics, reference)`` of ``started`` set from its slice of ``summed``."""
+    offset = 0
     for (statistics, reference), piece in zip(started, pieces, strict=True):
-        _merge_moments(statistics, reference, total[offset : offset + len(piece)])
+        _merge_moments(statistics, reference, np.array(summed[offset : offset + len(piece)]))
         offset += len(piece)
 
 

@@ -4,7 +4,8 @@ Every rank of a job runs this same code and calls its ``Comm`` at the same point
 ranks issue the same collectives in the same order; only the main rank writes files,
 shows progress and evaluates. One iteration::
 
-    rollout     collect(): the rank's envs, then normalization moments merged over ranks
+    rollout     collect(): the rank's envs (normalization moments merged over ranks at the
+                end of the iteration: nothing reads them before the next rollout)
     (the previous iteration's value fit, if it ran beside this rollout, is resolved here)
     update      GAE with the value function; the value fit started (in the value-fit
                 process where it can run there); one trust-region policy step
@@ -252,11 +253,11 @@ def write_row(files: RunFiles | None, display: Progress, row: dict[str, Any]) ->
 
 # ------------------------------------------------------------------------- the pieces
 def collect(agent: TRPO, collector: RolloutCollector) -> Rollout:
-    """``collector.collect()``, then the normalization moments merged over the job. An env
+    """``collector.collect()`` (the normalization moments noted for ``end_iteration``). An env
     fault is raised as ``rl.errors.NonFiniteEnvError`` or ``EnvWorkerError`` naming the
     env, the step and the iteration (nothing is learned from the rollout and no
     checkpoint is written)."""
-    started = agent.comm.start_statistics(collector.envs)
+    agent.comm.start_statistics(collector.envs)  # merged in comm.end_iteration
     try:
         rollout = collector.collect()
     except NonFiniteEnvError as error:
@@ -279,7 +280,6 @@ def collect(agent: TRPO, collector: RolloutCollector) -> Rollout:
             f"{agent.iteration + 1}, after step {agent.step}; nothing of that iteration "
             "was learned or saved"
         ) from error
-    agent.comm.merge_statistics(started)
     return rollout
 
 
