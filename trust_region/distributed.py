@@ -14,7 +14,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+# ``WeightedReducer.means`` packs tensors of different dtypes in float64 unless that adds
+# more than this many bytes (a latency of ~1 ms on gloo is ~1 MB of loopback bandwidth)
+WIDENING_LIMIT_BYTES = 1 << 20
+
 __all__ = [
+    "WIDENING_LIMIT_BYTES",
     "WeightedReducer",
     "broadcast_parameters",
     "check_parameters_in_sync",
@@ -59,11 +64,15 @@ class WeightedReducer:
     def means(self, *tensors: Tensor) -> list[Tensor]:
         """Weighted means over ranks of ``tensors``, in one all-reduce: each is weighted in
         its own dtype, then packed flat (in float64 when the dtypes differ; a float32 sum of
-        two ranks taken in float64 and rounded back is the float32 sum, bit for bit)."""
+        two ranks taken in float64 and rounded back is the float32 sum, bit for bit). When
+        widening would add over ``WIDENING_LIMIT_BYTES``, one all-reduce per tensor."""
         if self.group is None:
             return list(tensors)
         dtypes = {t.dtype for t in tensors}
         dtype = dtypes.pop() if len(dtypes) == 1 else torch.float64
+        widened = sum(t.numel() * (8 - t.element_size()) for t in tensors if t.dtype != dtype)
+        if widened > WIDENING_LIMIT_BYTES:  # bandwidth, not latency, would dominate
+            return [self.mean(t) for t in tensors]
         flat = torch.cat([(t * self.local_share).reshape(-1).to(dtype) for t in tensors])
         dist.all_reduce(flat, group=self.group)
         pieces = flat.split([t.numel() for t in tensors])
