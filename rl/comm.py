@@ -10,6 +10,7 @@ what each iteration communicates).
 from __future__ import annotations
 
 import math
+import os
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ __all__ = [
     "gather_rows",
     "merge_all_moments",
     "merge_running_moments",
+    "rank_device",
     "rank_seed",
     "value_fit_mode",
 ]
@@ -134,6 +136,13 @@ class Comm:
         row = self.batch_statistics(*batch) | self.episode_metrics(*episodes)
         return row, self.agree_to_stop(signal_name)
 
+    def place(self, device: torch.device) -> torch.device:
+        """The device this process trains on for the config's ``device``: a bare ``cuda``
+        is the current GPU."""
+        if device.type == "cuda" and device.index is None and torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return device
+
     def setup(self, distributed_fit: str, device: torch.device) -> None:
         """The agent's settings: ``value.distributed_fit`` and the device it trains on."""
 
@@ -173,6 +182,13 @@ class DistributedComm(Comm):
         self.device: Any = "cpu"  # of the scalar collectives: set to the agent's device
         self._sizes: list[int] | None = None  # every rank's batch size, from ``standardize``
         self._started: list[tuple[Any, RunningMoments]] = []  # by ``start_statistics``
+
+    def place(self, device: torch.device) -> torch.device:
+        """``rank_device`` of this rank (``LOCAL_RANK``), made the current GPU."""
+        device = rank_device(device, int(os.environ.get("LOCAL_RANK", self.rank)))
+        if device.type == "cuda" and device.index < torch.cuda.device_count():
+            torch.cuda.set_device(device)  # (NCCL's current device; else the check raises)
+        return device
 
     def setup(self, distributed_fit: str, device: torch.device) -> None:
         self.device = device
@@ -311,6 +327,21 @@ class DistributedComm(Comm):
     def check_value_in_sync(self, value: nn.Module, iteration: int) -> None:
         if iteration % SYNC_CHECK_EVERY == 1:
             check_parameters_in_sync(list(value.parameters()), self.value_group)
+
+
+def rank_device(device: torch.device, local_rank: int) -> torch.device:
+    """The device of the rank ``local_rank`` (on its node) of a job configured with
+    ``device``: ``cuda`` is ``cuda:LOCAL_RANK`` and ``cuda:N`` is ``cuda:N+LOCAL_RANK`` (a
+    job's GPUs on each node start at N: two jobs of 4 ranks share an 8-GPU node with
+    ``cuda:0`` and ``cuda:4``); any other device is every rank's.
+
+    Example:
+        >>> rank_device(torch.device("cuda:4"), 1)
+        device(type='cuda', index=5)
+    """
+    if device.type != "cuda":
+        return device
+    return torch.device("cuda", (device.index or 0) + local_rank)
 
 
 def value_fit_mode(distributed_fit: str, device: torch.device, world_size: int) -> str:
