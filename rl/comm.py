@@ -217,11 +217,6 @@ class DistributedComm(Comm):
         )
         return box[0]
 
-    def all_gather(self, value: Any) -> list[Any]:
-        gathered: list[Any] = [None] * self.world_size
-        dist.all_gather_object(gathered, value, group=self.group)
-        return gathered
-
     def sum(self, values: Sequence[float | Tensor]) -> list[float]:
         """Float64 sums over the ranks of a few scalars, in one all-reduce."""
         stacked = torch.stack(

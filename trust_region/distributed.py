@@ -109,8 +109,8 @@ def open_step(
     local = loss.detach().reshape(()).to(torch.float64)
     if group is None:
         return WeightedReducer(None, weight, loss.device, 1.0), float(local)
-    row = torch.cat([torch.stack([local.new_tensor(float(weight)), local]), _checksum(check)])
-    table = gather_by_sum(row.to(loss.device), group).cpu()
+    head = torch.stack([local.new_tensor(float(weight)), local])
+    table = gather_by_sum(torch.cat([head, _checksum(check).to(local.device)]), group).cpu()
     _compare_checksums(table[:, 2:])
     weights, losses = table[:, 0].tolist(), table[:, 1].tolist()
     total = float(sum(weights))
