@@ -316,7 +316,7 @@ class DistributedComm(Comm):
             )
         rows = torch.cat([observations.flatten(1), returns[:, None]], dim=1)
         both = gather_rows(rows, self.value_group, sizes)  # one all-gather for the two
-        gathered = both[:, :-1].reshape(-1, *observations.shape[1:])
+        gathered = both[:, :-1].reshape(-1, *observations.shape[1:]).contiguous()
         return gathered, both[:, -1].contiguous(), self.world_size
 
     def check_value_in_sync(self, value: nn.Module, iteration: int) -> None:
