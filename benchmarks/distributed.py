@@ -129,6 +129,13 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="a config override for every run (repeatable), e.g. value.minibatch_size=512",
     )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run only these variants (repeatable; the single process always)",
+    )
     args = parser.parse_args()
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
@@ -138,6 +145,9 @@ def main() -> None:
         flush=True,
     )
     specs = variants(args.iterations)
+    if args.only:
+        specs = {name: spec for name, spec in specs.items()
+                 if name in args.only or name == "one-core single process"}  # fmt: skip
     results: dict[str, list[dict]] = {name: [] for name in specs}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:

@@ -10,6 +10,7 @@ what each iteration communicates).
 from __future__ import annotations
 
 import math
+import os
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +23,11 @@ from torch import Tensor, nn
 
 from rl.envs import VectorEnvs
 from rl.value import explained_variance
-from trust_region.distributed import broadcast_parameters, check_parameters_in_sync
+from trust_region.distributed import (
+    broadcast_parameters,
+    check_parameters_in_sync,
+    gather_by_sum,
+)
 
 __all__ = [
     "RANK_SEED_STRIDE",
@@ -30,7 +35,9 @@ __all__ = [
     "DistributedComm",
     "RunningMoments",
     "gather_rows",
+    "merge_all_moments",
     "merge_running_moments",
+    "rank_device",
     "rank_seed",
     "value_fit_mode",
 ]
@@ -88,12 +95,9 @@ class Comm:
         """The stop signal of any rank (the highest-numbered one: SIGTERM before SIGINT)."""
         return signal_name
 
-    def start_statistics(self, envs: VectorEnvs) -> list[tuple[Any, RunningMoments]]:
-        """The envs' normalization statistics before a rollout, to merge after it."""
-        return []
-
-    def merge_statistics(self, started: list[tuple[Any, RunningMoments]]) -> None:
-        """Give every rank the moments of the job's samples (``merge_running_moments``)."""
+    def start_statistics(self, envs: VectorEnvs) -> None:
+        """Note the envs' normalization statistics before a rollout: ``end_iteration``
+        gives every rank the moments of the job's samples (``merge_running_moments``)."""
 
     def standardize(self, advantages: Tensor) -> Tensor:
         """Standardise the ``(M,)`` advantages over the job's batch (as they are if M <= 1)."""
@@ -118,6 +122,26 @@ class Comm:
             "episode_return_mean": float(np.mean(returns)) if returns else None,
             "episode_length_mean": float(np.mean(lengths)) if lengths else None,
         }
+
+    def end_iteration(
+        self,
+        batch: tuple[Tensor, Tensor, Tensor],
+        episodes: tuple[int, list, list],
+        signal_name: str | None,
+    ) -> tuple[dict[str, Any], str | None]:
+        """The row's ``batch_statistics`` of ``batch`` (entropies, values, returns) and
+        ``episode_metrics`` of ``episodes`` (finished, returns, lengths), and the stop
+        signal agreed (``agree_to_stop``); in a job, the normalization moments merged too
+        (nothing reads them before the next rollout)."""
+        row = self.batch_statistics(*batch) | self.episode_metrics(*episodes)
+        return row, self.agree_to_stop(signal_name)
+
+    def place(self, device: torch.device) -> torch.device:
+        """The device this process trains on for the config's ``device``: a bare ``cuda``
+        is the current GPU."""
+        if device.type == "cuda" and device.index is None and torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return device
 
     def setup(self, distributed_fit: str, device: torch.device) -> None:
         """The agent's settings: ``value.distributed_fit`` and the device it trains on."""
@@ -156,6 +180,15 @@ class DistributedComm(Comm):
         self.value_group = dist.new_group(ranks=dist.get_process_group_ranks(self.group))
         self._value_fit = value_fit_mode("auto", torch.device("cpu"), self.world_size)
         self.device: Any = "cpu"  # of the scalar collectives: set to the agent's device
+        self._sizes: list[int] | None = None  # every rank's batch size, from ``standardize``
+        self._started: list[tuple[Any, RunningMoments]] = []  # by ``start_statistics``
+
+    def place(self, device: torch.device) -> torch.device:
+        """``rank_device`` of this rank (``LOCAL_RANK``), made the current GPU."""
+        device = rank_device(device, int(os.environ.get("LOCAL_RANK", self.rank)))
+        if device.type == "cuda" and device.index < torch.cuda.device_count():
+            torch.cuda.set_device(device)  # (NCCL's current device; else the check raises)
+        return device
 
     def setup(self, distributed_fit: str, device: torch.device) -> None:
         self.device = device
@@ -184,11 +217,6 @@ class DistributedComm(Comm):
         )
         return box[0]
 
-    def all_gather(self, value: Any) -> list[Any]:
-        gathered: list[Any] = [None] * self.world_size
-        dist.all_gather_object(gathered, value, group=self.group)
-        return gathered
-
     def sum(self, values: Sequence[float | Tensor]) -> list[float]:
         """Float64 sums over the ranks of a few scalars, in one all-reduce."""
         stacked = torch.stack(
@@ -203,62 +231,74 @@ class DistributedComm(Comm):
         dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group)
         return signal.Signals(int(flag)).name if int(flag) else None
 
-    def start_statistics(self, envs: VectorEnvs) -> list[tuple[Any, RunningMoments]]:
-        if self.world_size == 1:  # a job of one rank is the single process, bit for bit
-            return []
+    def start_statistics(self, envs: VectorEnvs) -> None:
         found = []
-        if envs.obs_normalizer is not None:
+        if envs.obs_normalizer is not None and self.world_size > 1:  # (1 rank: as 1 process)
             found.append(envs.obs_normalizer.obs_rms)
-        if envs.reward_normalizer is not None:
+        if envs.reward_normalizer is not None and self.world_size > 1:
             found.append(envs.reward_normalizer.return_rms)
-        return [(running, RunningMoments.of(running)) for running in found]
-
-    def merge_statistics(self, started: list[tuple[Any, RunningMoments]]) -> None:
-        for running, reference in started:
-            merge_running_moments(running, reference, self.group, self.device)
+        self._started = [(running, RunningMoments.of(running)) for running in found]
 
     def standardize(self, advantages: Tensor) -> Tensor:
+        """As ``Comm.standardize``, in one all-reduce: every rank's count, sum and squared
+        deviations from its own mean (slots of rank r), merged (Chan et al.); the counts
+        are kept for ``value_batch``."""
         if self.world_size == 1:
             return super().standardize(advantages)
-        count, total = self.sum([advantages.numel(), advantages.double().sum()])
+        local = advantages.double()
+        deviations = (local - local.mean()).square().sum() if local.numel() else local.sum()
+        row = torch.stack([local.new_tensor(float(local.numel())), local.sum(), deviations])
+        table = gather_by_sum(row, self.group).cpu().tolist()
+        self._sizes = [int(size) for size, _, _ in table]
+        count = sum(self._sizes)
         if count <= 1:
             return advantages
-        mean = total / count
-        (squares,) = self.sum([(advantages.double() - mean).square().sum()])
+        mean = sum(total for _, total, _ in table) / count
+        squares = sum(m2 + n * (t / n - mean) ** 2 for n, t, m2 in table if n)
         return (advantages - mean) / (math.sqrt(squares / (count - 1)) + 1e-8)
 
-    def batch_statistics(self, entropies: Tensor, values: Tensor, returns: Tensor) -> dict:
+    def end_iteration(
+        self,
+        batch: tuple[Tensor, Tensor, Tensor],
+        episodes: tuple[int, list, list],
+        signal_name: str | None,
+    ) -> tuple[dict[str, Any], str | None]:
+        """One all-reduce: the batch's moments, the episode sums (the job's mean return is
+        that of the ranks' episodes together) and each rank's signal (slot r of rank r)."""
         if self.world_size == 1:
-            return super().batch_statistics(entropies, values, returns)
-        targets, residuals = returns.double(), (returns - values).double()
-        count, entropy_sum, *moments = self.sum(
+            return super().end_iteration(batch, episodes, signal_name)
+        entropies, values, targets = batch
+        residuals, targets = (targets - values).double(), targets.double()
+        finished, returns, lengths = episodes
+        slots = [0.0] * self.world_size
+        slots[self.rank] = signal.Signals[signal_name].value if signal_name else 0
+        moments = [_new_moments(running, reference) for running, reference in self._started]
+        sums = self.sum(
             [
-                returns.numel(),
-                entropies.double().sum(),
-                targets.sum(),
-                targets.square().sum(),
-                residuals.sum(),
-                residuals.square().sum(),
+                targets.numel(), entropies.double().sum(), targets.sum(), targets.square().sum(),
+                residuals.sum(), residuals.square().sum(), finished, math.fsum(returns),
+                len(returns), math.fsum(lengths), len(lengths), *slots,
+                *(value for piece in moments for value in piece.tolist()),
             ]
-        )
+        )  # fmt: skip
+        _merge_all(self._started, moments, sums[11 + self.world_size :])
+        count, entropy_sum, *moments = sums[:6]
+        episodes_done, return_sum, return_count, length_sum, length_count = sums[6:11]
         target_variance = _unbiased_variance(count, moments[0], moments[1])
         residual_variance = _unbiased_variance(count, moments[2], moments[3])
         explained = (
             1.0 - residual_variance / target_variance if target_variance > 0 else float("nan")
         )
-        return {
+        row = {
             "samples": int(count),
             "entropy": entropy_sum / count if count else float("nan"),
             "explained_variance": explained,
+            "episodes": int(episodes_done),
+            "episode_return_mean": return_sum / return_count if return_count else None,
+            "episode_length_mean": length_sum / length_count if length_count else None,
         }
-
-    def episode_metrics(self, finished: int, returns: list, lengths: list) -> dict[str, Any]:
-        gathered = self.all_gather((finished, returns, lengths))
-        return super().episode_metrics(
-            sum(count for count, _, _ in gathered),
-            [value for _, rank_returns, _ in gathered for value in rank_returns],
-            [value for _, _, rank_lengths in gathered for value in rank_lengths],
-        )
+        stop = int(max(sums[11 : 11 + self.world_size]))
+        return row, signal.Signals(stop).name if stop else None
 
     @property
     def value_fit(self) -> str:
@@ -267,16 +307,36 @@ class DistributedComm(Comm):
     def value_batch(self, observations: Tensor, returns: Tensor) -> tuple[Tensor, Tensor, int]:
         if self._value_fit != "replicate":
             return observations, returns, 1
-        sizes = _all_sizes(returns, self.value_group)
-        return (
-            gather_rows(observations, self.value_group, sizes),
-            gather_rows(returns, self.value_group, sizes),
-            self.world_size,
-        )
+        sizes, self._sizes = self._sizes or _all_sizes(returns, self.value_group), None
+        if observations.dtype != returns.dtype:
+            return (
+                gather_rows(observations, self.value_group, sizes),
+                gather_rows(returns, self.value_group, sizes),
+                self.world_size,
+            )
+        rows = torch.cat([observations.flatten(1), returns[:, None]], dim=1)
+        both = gather_rows(rows, self.value_group, sizes)  # one all-gather for the two
+        gathered = both[:, :-1].reshape(-1, *observations.shape[1:]).contiguous()
+        return gathered, both[:, -1].contiguous(), self.world_size
 
     def check_value_in_sync(self, value: nn.Module, iteration: int) -> None:
         if iteration % SYNC_CHECK_EVERY == 1:
             check_parameters_in_sync(list(value.parameters()), self.value_group)
+
+
+def rank_device(device: torch.device, local_rank: int) -> torch.device:
+    """The device of the rank ``local_rank`` (on its node) of a job configured with
+    ``device``: ``cuda`` is ``cuda:LOCAL_RANK`` and ``cuda:N`` is ``cuda:N+LOCAL_RANK`` (a
+    job's GPUs on each node start at N: two jobs of 4 ranks share an 8-GPU node with
+    ``cuda:0`` and ``cuda:4``); any other device is every rank's.
+
+    Example:
+        >>> rank_device(torch.device("cuda:4"), 1)
+        device(type='cuda', index=5)
+    """
+    if device.type != "cuda":
+        return device
+    return torch.device("cuda", (device.index or 0) + local_rank)
 
 
 def value_fit_mode(distributed_fit: str, device: torch.device, world_size: int) -> str:
@@ -312,19 +372,44 @@ def merge_running_moments(
     ``E = c σ² + Σ e_r`` the job's moments are ``μ + D/C`` and ``E/C − (D/C)²``; one
     all-reduce of ``[n_r, d_r, e_r]``, centred on ``μ`` so that large means lose no digits.
     """
+    merge_all_moments([(statistics, reference)], group, device)
+
+
+def merge_all_moments(
+    started: Sequence[tuple[Any, RunningMoments]], group: dist.ProcessGroup, device: Any = "cpu"
+) -> None:
+    """``merge_running_moments`` of several ``(statistics, reference)``, in one all-reduce."""
+    if not started:
+        return
+    pieces = [_new_moments(statistics, reference) for statistics, reference in started]
+    packed = torch.from_numpy(np.concatenate(pieces)).to(device)
+    dist.all_reduce(packed, group=group)
+    _merge_all(started, pieces, packed.cpu().tolist())
+
+
+def _merge_all(started: Sequence, pieces: list[np.ndarray], summed: list[float]) -> None:
+    """Each ``(statistics, reference)`` of ``started`` set from its slice of ``summed``."""
+    offset = 0
+    for (statistics, reference), piece in zip(started, pieces, strict=True):
+        _merge_moments(statistics, reference, np.array(summed[offset : offset + len(piece)]))
+        offset += len(piece)
+
+
+def _new_moments(statistics: Any, reference: RunningMoments) -> np.ndarray:
+    """This rank's ``[n_r, d_r, e_r]`` (see ``merge_running_moments``), flat."""
     mean, var, count = reference.mean, reference.var, reference.count
     shift = np.asarray(statistics.mean, dtype=np.float64) - mean
     local_count = float(statistics.count)
-    new_count = local_count - count
     deviations = local_count * shift
     squares = local_count * (np.asarray(statistics.var, dtype=np.float64) + shift**2)
     squares = squares - count * var
+    return np.concatenate([[local_count - count], np.ravel(deviations), np.ravel(squares)])
+
+
+def _merge_moments(statistics: Any, reference: RunningMoments, total: np.ndarray) -> None:
+    """Set ``statistics`` to the job's moments from the summed ``[n, d, e]`` of all ranks."""
+    mean, var, count = reference.mean, reference.var, reference.count
     size = int(np.size(mean))
-    packed = torch.from_numpy(
-        np.concatenate([[new_count], np.ravel(deviations), np.ravel(squares)])
-    ).to(device)
-    dist.all_reduce(packed, group=group)
-    total = packed.cpu().numpy()
     job_count = count + total[0]
     job_shift = total[1 : 1 + size].reshape(np.shape(mean)) / job_count
     job_var = (count * var + total[1 + size :].reshape(np.shape(mean))) / job_count - job_shift**2

@@ -9,19 +9,20 @@ networks and takes the identical update; only rank 0 writes the run directory.
 One iteration of rank r of K::
 
     rollout      its own envs; sub-env i first reset with seed rank_seed(seed, r) + i
-    statistics   NormalizeObservation/NormalizeReward moments merged: 1 all-reduce each
-    advantages   standardised over the job's batch: 2 scalar all-reduces
-    policy       TrustRegionOptimizer(process_group): the gradient, one Fisher product per
-                 CG iteration and the line search's loss/KL, averaged weighted by samples
+    advantages   standardised over the job's batch: 1 all-reduce (counts ride along)
+    policy       TrustRegionOptimizer(process_group): weights and loss (1 all-reduce), the
+                 gradient, one Fisher product per CG iteration and the line search's
+                 loss/KL, averaged weighted by samples
     value        minibatch Adam on a group of its own, by ``value.distributed_fit``:
-                 'replicate' (default on gloo): the job's batch gathered once (3
-                 collectives) and every rank takes the same steps on all of it, in the
+                 'replicate' (default on CPU): the job's batch gathered once (1
+                 all-gather) and every rank takes the same steps on all of it, in the
                  value-fit process beside the policy step and the next rollout;
-                 'all_reduce' (default on NCCL): each minibatch's gradient averaged over
+                 'all_reduce' (default on GPU): each minibatch's gradient averaged over
                  the ranks weighted by samples, 1 all-reduce per minibatch (the fit runs in
                  the training thread, before the policy step)
-    metrics      samples, entropy, explained variance: 1 all-reduce; episodes: 1 all-gather
-    stop         SIGINT/SIGTERM agreed by all ranks: 1 all-reduce
+    end          samples, entropy, explained variance, episode sums, SIGINT/SIGTERM agreed
+                 by all ranks and the NormalizeObservation/NormalizeReward moments merged:
+                 1 all-reduce (``DistributedComm.end_iteration``)
     files        rank 0: metrics.jsonl (one row per iteration, for the job), evaluations,
                  model.pt; checkpoints gather every rank's env and RNG state to rank 0
 

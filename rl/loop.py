@@ -74,17 +74,16 @@ def train(
             if later is not None:  # the GAE of this update needs the value function
                 later.complete(agent, files, display, checkpoints, clock)
                 later = None
-            row, fit = update(agent, rollout, fit_process)
+            row, fit, batch = update(agent, rollout, fit_process)
             row |= {"rollout_time": rollout_seconds, "update_time": None}  # (filled below)
             finished = int(envs.episode_stats.episode_count) - episodes_seen
             episodes_seen += finished
             stats = envs.episode_stats
-            row |= comm.episode_metrics(
-                finished, list(stats.return_queue), list(stats.length_queue)
-            )
+            episodes = (finished, list(stats.return_queue), list(stats.length_queue))
+            measured, agent.stopped_by = comm.end_iteration(batch, episodes, signals.signal_name)
+            row |= measured  # the batch's statistics, the episodes; one all-reduce in a job
             last = agent.step >= total_steps
             evaluate = evaluation_due(agent, total_steps) or (last and final_evaluation)
-            agent.stopped_by = comm.agree_to_stop(signals.signal_name)
             save = checkpoints is not None and (checkpoints.due() or bool(agent.stopped_by))
             # Nothing reads the value function before the next GAE: its fit may run beside
             # the next rollout (deferred), the row and checkpoint written once it is done.
@@ -222,9 +221,9 @@ def write_row(files: RunFiles | None, display: Progress, row: dict[str, Any]) ->
 
 # ------------------------------------------------------------------------- the pieces
 def collect(agent: TRPO, collector: RolloutCollector) -> Rollout:
-    """``collector.collect()``, then the normalization moments merged over the job; env
+    """``collector.collect()`` (its normalization moments merged in ``end_iteration``); env
     faults raised naming the env, the step and the iteration (nothing learned or saved)."""
-    started = agent.comm.start_statistics(collector.envs)
+    agent.comm.start_statistics(collector.envs)  # merged in comm.end_iteration
     try:
         rollout = collector.collect()
     except NonFiniteEnvError as error:
@@ -245,15 +244,15 @@ def collect(agent: TRPO, collector: RolloutCollector) -> Rollout:
             f"{agent.iteration + 1}, after step {agent.step}; nothing of that iteration "
             "was learned or saved"
         ) from error
-    agent.comm.merge_statistics(started)
     return rollout
 
 
 def update(
     agent: TRPO, rollout: Rollout, fit_process: ValueFitProcess | None
-) -> tuple[dict[str, Any], PendingFit]:
+) -> tuple[dict[str, Any], PendingFit, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """GAE, the value fit started and one policy step on the valid slots; counts the
-    iteration. Returns its metrics row and the value fit under way."""
+    iteration. Returns its row (batch statistics still None), the value fit under way and
+    the batch's entropies, values and returns."""
     config, device, comm = agent.config, agent.device, agent.comm
     horizon, num_envs = rollout.rewards.shape
     observations = rollout.observations.to(device)
@@ -283,17 +282,16 @@ def update(
             fit.result()
         raise
     entropies = agent.policy.distribution.entropy(batch.old_params)
-    statistics = comm.batch_statistics(entropies, values.flatten()[valid], batch_returns)
     agent.step += agent.steps_per_iteration
     agent.iteration += 1
     row = {
         "step": agent.step,
         "iteration": agent.iteration,
-        "samples": statistics["samples"],
+        "samples": None,
         "kl": float(result.kl),
-        "entropy": statistics["entropy"],
+        "entropy": None,
         "value_loss": None,
-        "explained_variance": statistics["explained_variance"],
+        "explained_variance": None,
         "accepted": bool(result.accepted),
         "backtracks": int(result.backtracks),
         "step_fraction": float(result.step_fraction),
@@ -303,7 +301,7 @@ def update(
         "cg_residual": float(result.cg_residual),
         "reason": result.reason or None,
     }
-    return row, fit
+    return row, fit, (entropies, values.flatten()[valid], batch_returns)
 
 
 # ------------------------------------------------------------------------- the value fit

@@ -21,6 +21,7 @@ __all__ = [
     "InState",
     "TrainingState",
     "capture_rng_states",
+    "cuda_rng_state_for",
     "restore_rng_states",
 ]
 
@@ -34,7 +35,8 @@ def capture_rng_states(generators: Mapping[str, torch.Generator]) -> dict[str, A
         "generators": {name: generator.get_state() for name, generator in generators.items()},
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        index = _cuda_index(generators)
+        state["cuda"] = {"device": index, "state": torch.cuda.get_rng_state(index)}
     return state
 
 
@@ -47,7 +49,26 @@ def restore_rng_states(state: Mapping[str, Any], generators: Mapping[str, torch.
     for name, generator in generators.items():
         generator.set_state(state["generators"][name])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        index = _cuda_index(generators)
+        saved = cuda_rng_state_for(state["cuda"], index)
+        if saved is not None:
+            torch.cuda.set_rng_state(saved, index)
+
+
+def _cuda_index(generators: Mapping[str, torch.Generator]) -> int:
+    """The GPU this process trains on: its CUDA generators' (else the current device)."""
+    on_gpu = [g.device.index for g in generators.values() if g.device.type == "cuda"]
+    return on_gpu[0] if on_gpu and on_gpu[0] is not None else torch.cuda.current_device()
+
+
+def cuda_rng_state_for(saved: Any, index: int) -> torch.Tensor | None:
+    """The saved CUDA RNG state to restore on GPU ``index``: the one GPU's state a checkpoint
+    holds (``{"device", "state"}``: this process's GPU when it was saved, whatever its
+    number), or, from checkpoints that held every GPU's state, entry ``index`` (None when
+    the saving machine had fewer GPUs: nothing is restored)."""
+    if isinstance(saved, Mapping):
+        return saved["state"]
+    return saved[index] if index < len(saved) else None
 
 
 MODEL_FORMAT = "rl.trpo.model/1"

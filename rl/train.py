@@ -6,7 +6,8 @@ ARGS are exactly those of ``trpo train`` (an env id or config file, ``--total-st
 and ``steps_per_iteration`` steps per iteration, so an iteration learns from K times the
 config's batch; ``total_steps`` counts the steps of all ranks (see ``rl.distributed``).
 Only rank 0 prints and writes the run directory. Backend: gloo on CPU, NCCL for CUDA
-tensors (``--set device=cuda``: rank r uses GPU ``LOCAL_RANK``).
+tensors (``--set device=cuda``: rank r uses GPU ``LOCAL_RANK``; ``cuda:N``: GPU
+``N + LOCAL_RANK``).
 
     torchrun --standalone --nproc-per-node 2 -m rl.train HalfCheetah-v5 --run-dir runs/hc2
     torchrun --standalone --nproc-per-node 2 -m rl.train --resume runs/hc2

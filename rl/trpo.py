@@ -103,10 +103,8 @@ class TRPO:
                 "TRPO('CartPole-v1') or TRPO(TRPOConfig.from_preset('CartPole-v1', seed=1))"
             )
         self.config = config = comm.broadcast(config)
-        self.device = torch.device(config.device)
+        self.device = comm.place(torch.device(config.device))  # (a job: per rank)
         check_device_available(self.device)
-        if self.device.type == "cuda" and self.device.index is None:
-            self.device = torch.device("cuda", torch.cuda.current_device())
         comm.setup(config.value.distributed_fit, self.device)
         if self.device.type == "cpu" and config.torch_threads > 0:
             torch.set_num_threads(config.torch_threads)

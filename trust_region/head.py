@@ -31,18 +31,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from .cg import CGResult, conjugate_gradient_solve
 from .curvature import flatten, hessian_vector_product, unflatten
-from .linear_head import FeaturesFn, LinearHead, as_curvature, describe
+from .head_layout import HeadLayout, HeadParts, split_damping
+from .linear_head import FeaturesFn, LinearHead, describe
 
 __all__ = [
+    "HeadInputs",
     "LinearHead",
     "check_linear_head",
+    "head_inputs",
     "linear_head_fisher_product",
     "linear_head_solve",
 ]
@@ -50,103 +52,6 @@ __all__ = [
 Reduce = Callable[[Tensor], Tensor]
 # The first step's check of the description against the KL's Hessian: relative error allowed.
 CHECK_RELATIVE_TOLERANCE = 1e-3
-
-
-# ------------------------------------------------------------------------- layout
-class HeadParts(NamedTuple):
-    """A flat parameter-space vector split by role.
-
-    Attributes:
-        features (Tensor): ``(F,)``, in ``feature_params`` order.
-        head (Tensor): ``(out, k+1)`` ``[W | b]``, or ``(out, k)`` without a bias.
-        diagonal (Tensor): ``(D,)``, in ``diagonal_curvature`` order.
-    """
-
-    features: Tensor
-    head: Tensor
-    diagonal: Tensor
-
-
-class HeadLayout:
-    """Where the feature, head and diagonal parameters sit in the optimizer's flat vector.
-
-    Raises ValueError unless every tensor of ``params`` is in exactly one role of ``head``
-    and every tensor ``head`` names is one of ``params`` (matched by identity).
-    """
-
-    def __init__(self, head: LinearHead, params: Sequence[Tensor]) -> None:
-        self.params = list(params)
-        self.features = list(head.feature_params)
-        self.weight, self.bias = head.weight, head.bias
-        self.diagonal = [p for p, _ in head.diagonal_curvature]
-        _check_partition(self.params, self._roles())
-        self.diagonal_curvature = _concat(
-            [
-                as_curvature(c, tuple(p.shape), "diagonal_curvature", False).reshape(-1)
-                for p, c in head.diagonal_curvature
-            ],
-            head.weight.new_zeros(0, dtype=torch.float64),
-        )
-
-    def _roles(self) -> list[tuple[str, Tensor]]:
-        named = [("feature_params", p) for p in self.features] + [("weight", self.weight)]
-        named += [] if self.bias is None else [("bias", self.bias)]
-        return named + [("diagonal_curvature", p) for p in self.diagonal]
-
-    def split(self, flat: Tensor) -> HeadParts:
-        """Cut a flat vector in the optimizer's order into :class:`HeadParts`."""
-        pieces = _by_identity(self.params, flat)
-        empty = flat.new_zeros(0)
-        head = pieces[id(self.weight)]
-        if self.bias is not None:
-            head = torch.cat([head, pieces[id(self.bias)][:, None]], dim=1)
-        return HeadParts(
-            _concat([pieces[id(p)].reshape(-1) for p in self.features], empty),
-            head,
-            _concat([pieces[id(p)].reshape(-1) for p in self.diagonal], empty),
-        )
-
-    def join(self, parts: HeadParts) -> Tensor:
-        """Inverse of :meth:`split`."""
-        pieces = _by_identity(self.features, parts.features)
-        pieces |= _by_identity(self.diagonal, parts.diagonal)
-        k = self.weight.shape[1]
-        pieces[id(self.weight)] = parts.head[:, :k]
-        if self.bias is not None:
-            pieces[id(self.bias)] = parts.head[:, k]
-        return flatten([pieces[id(p)] for p in self.params])
-
-
-def _by_identity(params: list[Tensor], flat: Tensor) -> dict[int, Tensor]:
-    return dict(zip(map(id, params), unflatten(flat, params), strict=True))
-
-
-def _concat(tensors: list[Tensor], empty: Tensor) -> Tensor:
-    return torch.cat(tensors) if tensors else empty
-
-
-def _check_partition(params: list[Tensor], roles: list[tuple[str, Tensor]]) -> None:
-    trainable = {id(p) for p in params}
-    seen: dict[int, str] = {}
-    for role, tensor in roles:
-        if id(tensor) not in trainable:
-            raise ValueError(
-                f"LinearHead.{role}: a tensor of shape {tuple(tensor.shape)} is not one of the "
-                "optimizer's trainable parameters"
-            )
-        if id(tensor) in seen:
-            raise ValueError(
-                f"LinearHead: a parameter of shape {tuple(tensor.shape)} is named twice "
-                f"({seen[id(tensor)]} and {role}); each parameter has exactly one role"
-            )
-        seen[id(tensor)] = role
-    for position, p in enumerate(params):
-        if id(p) not in seen:
-            raise ValueError(
-                f"LinearHead: the optimizer's parameter #{position} (shape {tuple(p.shape)}) "
-                "is in none of feature_params, weight, bias, diagonal_curvature; every "
-                "trainable parameter needs exactly one role (curvature 0 if the KL ignores it)"
-            )
 
 
 # -------------------------------------------------------------------- features
@@ -261,32 +166,58 @@ class HeadBlockFisher:
         return coupled + self.feature_damping * vector
 
 
-def head_block_fisher(
-    head: LinearHead,
-    damping: HeadParts,
-    index: Tensor | None = None,
-    reduce: Reduce | None = None,
-    rows: int | None = None,
-) -> HeadBlockFisher:
-    """Linearise the features and factor the head block ``H ⊗ A`` (``A`` reduced, in float64).
+@dataclass(frozen=True)
+class HeadInputs:
+    """This process's part of the head block: the linearised features, ``a = [φ, 1]`` and
+    its second moment ``A = aᵀa / n`` (float64; reduced over the ranks or not, as the
+    caller says: see :func:`head_inputs`)."""
 
-    ``damping`` holds the damping split by role (its head part must be one value); ``rows``
-    is the expected number of feature rows, checked when given.
-    """
-    reduce = reduce if reduce is not None else _identity
+    linear: LinearizedFeatures
+    augmented: Tensor  # a, (n, k+1) or (n, k)
+    gram: Tensor  # A, (k+1, k+1), float64
+
+
+def head_inputs(
+    head: LinearHead, index: Tensor | None = None, rows: int | None = None
+) -> HeadInputs:
+    """Linearise the features on this process's samples ``index`` (all when None) and take
+    their local ``A``; no communication, so a caller may reduce ``A`` with other tensors.
+    ``rows``, when given, is the expected number of feature rows."""
     linear = linearize_features(head.features_fn, head.feature_params, index)
     _check_features(linear.features, head.weight.shape[1], rows)
     augmented = linear.features
     if head.bias is not None:
         augmented = torch.cat([augmented, augmented.new_ones(len(augmented), 1)], dim=1)
     wide = augmented.double()
-    input_values, input_basis = torch.linalg.eigh(reduce(wide.T @ wide / len(wide)))
+    return HeadInputs(linear, augmented, wide.T @ wide / len(wide))
+
+
+def head_block_fisher(
+    head: LinearHead,
+    damping: HeadParts,
+    index: Tensor | None = None,
+    reduce: Reduce | None = None,
+    rows: int | None = None,
+    reduced: HeadInputs | None = None,
+) -> HeadBlockFisher:
+    """Linearise the features and factor the head block ``H ⊗ A`` (``A`` reduced, in float64).
+
+    ``damping`` holds the damping split by role (its head part must be one value); ``rows``
+    is the expected number of feature rows, checked when given. ``reduced``: inputs whose
+    ``A`` the caller has reduced already (then ``index`` and ``rows`` are not used).
+    """
+    reduce = reduce if reduce is not None else _identity
+    if reduced is None:
+        local = head_inputs(head, index, rows)
+        reduced = HeadInputs(local.linear, local.augmented, reduce(local.gram))
+    augmented = reduced.augmented
+    input_values, input_basis = torch.linalg.eigh(reduced.gram)
     precision = head.precision().to(augmented.device)
     denominator = precision[:, None] * input_values.clamp(min=0.0) + _uniform(damping.head)
     scaled_precision = (precision / len(augmented)).to(augmented.dtype)[:, None]
     return HeadBlockFisher(
-        linear, augmented, head.weight.detach(), scaled_precision, input_basis, denominator,
-        damping.features, reduce,
+        reduced.linear, augmented, head.weight.detach(), scaled_precision, input_basis,
+        denominator, damping.features, reduce,
     )  # fmt: skip
 
 
@@ -305,14 +236,6 @@ def _uniform(head_damping: Tensor) -> float:
     return float(values[0])
 
 
-def split_damping(layout: HeadLayout, damping: float | Tensor, like: Tensor) -> HeadParts:
-    """Damping (a number, or a flat per-parameter vector) split like the parameters."""
-    if isinstance(damping, Tensor):
-        return layout.split(damping)
-    value = like.new_tensor(float(damping))
-    return HeadParts(value, value.reshape(1), value)
-
-
 # ---------------------------------------------------------------------- solve
 def linear_head_solve(
     head: LinearHead,
@@ -324,6 +247,7 @@ def linear_head_solve(
     index: Tensor | None = None,
     reduce: Reduce | None = None,
     num_samples: int | None = None,
+    reduced: HeadInputs | None = None,
 ) -> CGResult:
     r"""Solve ``(F + λ) s = rhs`` with the head and the diagonal block eliminated exactly.
 
@@ -346,6 +270,8 @@ def linear_head_solve(
         reduce (callable, optional): averages a tensor over the ranks (weighted), for
             data-parallel use; identity when None.
         num_samples (int, optional): the batch size, to check the features' rows.
+        reduced (HeadInputs, optional): :func:`head_inputs` with ``A`` reduced already (a
+            data-parallel caller reduces it with the gradient, in one all-reduce).
 
     Returns:
         CGResult: the solution in ``params``' flat order, the Schur CG iterations, its final
@@ -357,7 +283,8 @@ def linear_head_solve(
     """
     layout = HeadLayout(head, params)
     damping_parts = split_damping(layout, damping, rhs)
-    system = head_block_fisher(head, damping_parts, index, reduce, _rows(index, num_samples))
+    rows = _rows(index, num_samples)
+    system = head_block_fisher(head, damping_parts, index, reduce, rows, reduced)
     parts = layout.split(rhs)
     head_rhs = system.head_solve(parts.head)
     schur_rhs = parts.features - system.outputs_to_features(system.head_to_outputs(head_rhs))

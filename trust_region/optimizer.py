@@ -25,8 +25,8 @@ from .curvature import (
     ggn_vector_product,
     hessian_vector_product,
 )
-from .distributed import WeightedReducer, broadcast_parameters, check_parameters_in_sync
-from .head import check_linear_head, linear_head_solve
+from .distributed import WeightedReducer, broadcast_parameters, open_step
+from .head import HeadInputs, check_linear_head, head_inputs, linear_head_solve
 from .kernels import twice_differentiable
 from .line_search import StepResult, backtracking_line_search
 from .settings import FVP_MODES as FVP_MODES  # re-exported: defined here before
@@ -262,11 +262,9 @@ class TrustRegionOptimizer(Optimizer):
         mode = resolve_fvp(settings["fvp"], ggn, settings["fvp_subsample"])
         terms = ggn.num_samples * ggn.positions_per_sample if ggn else 1
         weight = num_samples if num_samples is not None else terms
-        reducer = WeightedReducer(self.process_group, weight, loss.device)
         every = self.sync_check_every
-        if every and (global_state["step"] - 1) % every == 0:
-            check_parameters_in_sync(params, self.process_group)
-        (loss_before,) = reducer.scalars(loss)
+        check = params if every and (global_state["step"] - 1) % every == 0 else []
+        reducer, loss_before = open_step(self.process_group, weight, loss, check)
 
         def reject(reason: str, **extra: Any) -> StepResult:
             fields: dict[str, Any] = dict(
@@ -292,7 +290,13 @@ class TrustRegionOptimizer(Optimizer):
             assert ggn is not None
             check_ggn_scale(closure, ggn, params)  # moves and restores the parameters
             global_state["ggn_scale_checked"] = True
-        loss_grad = reducer.mean(local_grad).to(self.solve_dtype or local_grad.dtype)
+        head = self._head_inputs(mode, settings, ggn)  # its A reduced with the gradient
+        if head is None:
+            loss_grad = reducer.mean(local_grad)
+        else:
+            loss_grad, gram = reducer.means(local_grad, head.gram)
+            head = replace(head, gram=gram)
+        loss_grad = loss_grad.to(self.solve_dtype or local_grad.dtype)
         grad_norm = float(loss_grad.norm())
         if not math.isfinite(grad_norm):
             return reject("non-finite gradient", grad_norm=grad_norm)
@@ -303,7 +307,7 @@ class TrustRegionOptimizer(Optimizer):
             return reject("gradient below cg_tol", cg_residual=residual, grad_norm=grad_norm)
 
         with torch.enable_grad(), twice_differentiable():
-            solve = self._solve(mode, settings, kl, ggn, params, -loss_grad, reducer)
+            solve = self._solve(mode, settings, kl, ggn, params, -loss_grad, reducer, head)
         direction = solve.solution
         cg_info = dict(
             cg_iterations=solve.iterations, cg_residual=solve.residual, grad_norm=grad_norm
@@ -345,21 +349,16 @@ class TrustRegionOptimizer(Optimizer):
         params: list[Tensor],
         rhs: Tensor,
         reducer: WeightedReducer,
+        head: HeadInputs | None,
     ) -> CGResult:
-        """``(F + D) s = rhs`` by conjugate gradient, on all of ``F`` or its Schur complement."""
+        """``(F + D) s = rhs`` by conjugate gradient, on all of ``F`` or its Schur complement
+        (``head``: the head's inputs, reduced, in "ggn-head" mode)."""
         damping = self._damping_vector(rhs)
-        if mode == "ggn-head":
+        if head is not None:
             assert ggn is not None and ggn.linear_head is not None
-            if self.preconditioner is not None:
-                raise ValueError(
-                    "a preconditioner acts on all parameters, but with a closure that returns "
-                    "a linear_head the optimizer runs CG on the non-head parameters only: "
-                    "drop the preconditioner, or the linear_head (or use fvp='hessian')"
-                )
-            index = subsample_index(ggn.num_samples, settings["fvp_subsample"], rhs.device)
             result = linear_head_solve(
                 ggn.linear_head, params, rhs.to(params[0].dtype), damping, settings["cg_iters"],
-                settings["cg_tol"], index, reducer.mean, ggn.num_samples,
+                settings["cg_tol"], reduce=reducer.mean, reduced=head,
             )  # fmt: skip
             return replace(  # the head's algebra runs in the parameters' dtype
                 result, solution=result.solution.to(rhs.dtype),
@@ -376,6 +375,25 @@ class TrustRegionOptimizer(Optimizer):
         return conjugate_gradient_solve(
             damped_product, rhs, settings["cg_iters"], settings["cg_tol"], self.preconditioner
         )
+
+    def _head_inputs(
+        self, mode: str, settings: dict[str, Any], ggn: GGNClosureResult | None
+    ) -> HeadInputs | None:
+        """In "ggn-head" mode, the head's local inputs on the Fisher's samples (else None)."""
+        if mode != "ggn-head":
+            return None
+        assert ggn is not None and ggn.linear_head is not None
+        if self.preconditioner is not None:
+            raise ValueError(
+                "a preconditioner acts on all parameters, but with a closure that returns "
+                "a linear_head the optimizer runs CG on the non-head parameters only: "
+                "drop the preconditioner, or the linear_head (or use fvp='hessian')"
+            )
+        device = ggn.loss.device
+        index = subsample_index(ggn.num_samples, settings["fvp_subsample"], device)
+        rows = ggn.num_samples if index is None else len(index)
+        with torch.enable_grad(), twice_differentiable():
+            return head_inputs(ggn.linear_head, index, rows)
 
     def _curvature(
         self,

@@ -150,7 +150,7 @@ def test_update_that_would_make_parameters_non_finite_is_rejected_and_restores_t
 
 def update(agent: rl.TRPO, rollout) -> dict:
     """One update (rl.loop.update), its value fit run here and done."""
-    row, fit = rl.loop.update(agent, rollout, None)
+    row, fit, _ = rl.loop.update(agent, rollout, None)
     return {**row, "value_loss": fit.result()}
 
 
