@@ -1,13 +1,8 @@
 """``torchrun --nproc-per-node K -m rl.train ARGS``: one TRPO run on K processes.
 
-ARGS are exactly those of ``trpo train`` (an env id or config file, ``--total-steps``,
-``--seed``, ``--num-envs``, ``--run-dir``, ``--set key=value``, ``--quiet``,
-``--tensorboard``, or ``--resume RUN_DIR``). Each rank runs the config's ``num_envs`` envs
-and ``steps_per_iteration`` steps per iteration, so an iteration learns from K times the
-config's batch; ``total_steps`` counts the steps of all ranks (see ``rl.distributed``).
-Only rank 0 prints and writes the run directory. Backend: gloo on CPU, NCCL for CUDA
-tensors (``--set device=cuda``: rank r uses GPU ``LOCAL_RANK``; ``cuda:N``: GPU
-``N + LOCAL_RANK``).
+ARGS are those of ``trpo train``. Each rank runs the config's envs and steps, so an
+iteration learns from K times the config's batch (``total_steps``: all ranks' steps); rank 0
+prints and writes the run directory (docs/distributed.md).
 
     torchrun --standalone --nproc-per-node 2 -m rl.train HalfCheetah-v5 --run-dir runs/hc2
     torchrun --standalone --nproc-per-node 2 -m rl.train --resume runs/hc2
@@ -63,12 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return code
         with _stdout_silenced(rank != 0):
             if not args.quiet:
-                print(
-                    f"rl.train: {world_size} ranks ({dist.get_backend()}), each with its own "
-                    "envs: an iteration learns from "
-                    f"{world_size} x steps_per_iteration steps; total_steps counts all ranks",
-                    flush=True,
-                )
+                print(f"rl.train: {world_size} ranks ({dist.get_backend()}), each with its own "
+                      f"envs: an iteration learns from {world_size} x steps_per_iteration "
+                      "steps; total_steps counts all ranks", flush=True)  # fmt: skip
             code = run_command(args)
             return code
     finally:
@@ -79,16 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _follow_restarts(args: argparse.Namespace, rank: int) -> str | None:
-    """torchrun's restart contract (``--max-restarts N``): a restarted job resumes its run.
-
-    When torchrun restarts the job (``TORCHELASTIC_RESTART_COUNT`` > 0) and ``--run-dir``
-    holds the run's config.yaml, the arguments become ``--resume RUN_DIR`` (with
-    ``--total-steps`` kept), with a line saying so: the run continues from its last
-    checkpoint, or afresh if it was killed before its first one; only the iterations since
-    that checkpoint are done again. Killed before it wrote config.yaml, it starts as the
-    first time. Returns an error (exit 2) for a job allowed restarts without ``--run-dir``:
-    a restart would start a new run. Rank 0 looks at the run directory for every rank.
-    """
+    """torchrun's restart contract: a restarted job (``TORCHELASTIC_RESTART_COUNT`` > 0)
+    whose ``--run-dir`` holds config.yaml becomes ``--resume RUN_DIR`` (``--total-steps``
+    kept), said on stderr; the error (exit 2) of a job allowed restarts without a run dir."""
     restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT") or 0)
     allowed = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS") or 0)
     if args.resume is not None or max(restarts, allowed) == 0:
