@@ -155,7 +155,8 @@ def predict(run: dict, world_size: int, iterations: int) -> dict[str, float]:
     moments = (1 + 2 * obs_dim) * config["normalize_observations"]
     moments += 3 * config["normalize_rewards"]
     per_iteration_calls = 1 + 1  # end of iteration; the replicated fit's one all-gather
-    per_iteration_bytes = 8 * (11 + K + moments)
+    # batch sums, episodes finished; per rank: signal, episode count, window returns and lengths
+    per_iteration_bytes = 8 * (7 + K * (2 + 2 * config["episode_window"]) + moments)
     # the all-gather pads to the largest rank's valid samples M (rank 0's taken here)
     payload += sum(4 * (step["samples"] or 0) * (obs_dim + 1) for step in run["steps"])
     if config["normalize_advantages"]:

@@ -114,7 +114,9 @@ class Comm:
             "explained_variance": explained_variance(values, returns),
         }
 
-    def episode_metrics(self, finished: int, returns: list, lengths: list) -> dict[str, Any]:
+    def episode_metrics(
+        self, finished: int, returns: Sequence[float], lengths: Sequence[float]
+    ) -> dict[str, Any]:
         """Episodes finished this iteration by the job, and the mean return and length of
         each rank's last ``episode_window`` episodes together."""
         return {
@@ -126,7 +128,7 @@ class Comm:
     def end_iteration(
         self,
         batch: tuple[Tensor, Tensor, Tensor],
-        episodes: tuple[int, list, list],
+        episodes: tuple[int, Sequence[float], Sequence[float]],
         signal_name: str | None,
     ) -> tuple[dict[str, Any], str | None]:
         """The row's ``batch_statistics`` of ``batch`` (entropies, values, returns) and
@@ -219,9 +221,8 @@ class DistributedComm(Comm):
 
     def sum(self, values: Sequence[float | Tensor]) -> list[float]:
         """Float64 sums over the ranks of a few scalars, in one all-reduce."""
-        stacked = torch.stack(
-            [torch.as_tensor(v, dtype=torch.float64).reshape(()).to(self.device) for v in values]
-        )
+        numbers = [float(v) for v in values]  # tensors: 0-d, float64 or exact in it
+        stacked = torch.tensor(numbers, dtype=torch.float64, device=self.device)
         dist.all_reduce(stacked, group=self.group)
         return stacked.cpu().tolist()
 
@@ -260,30 +261,37 @@ class DistributedComm(Comm):
     def end_iteration(
         self,
         batch: tuple[Tensor, Tensor, Tensor],
-        episodes: tuple[int, list, list],
+        episodes: tuple[int, Sequence[float], Sequence[float]],
         signal_name: str | None,
     ) -> tuple[dict[str, Any], str | None]:
-        """One all-reduce: the batch's moments, the episode sums (the job's mean return is
-        that of the ranks' episodes together) and each rank's signal (slot r of rank r)."""
+        """One all-reduce: the batch's moments, each rank's signal and its recent episodes
+        (slot r of rank r: rank r's ``window`` returns and lengths, exact in a sum of zeros
+        elsewhere, so the job's mean is ``np.mean`` of the ranks' lists joined in order)."""
         if self.world_size == 1:
             return super().end_iteration(batch, episodes, signal_name)
         entropies, values, targets = batch
         residuals, targets = (targets - values).double(), targets.double()
         finished, returns, lengths = episodes
-        slots = [0.0] * self.world_size
+        K, window = self.world_size, max(len(returns), getattr(returns, "maxlen", 0) or 0)
+        slots = [0.0] * (K * (2 + 2 * window))  # signal, episode count, returns, lengths
         slots[self.rank] = signal.Signals[signal_name].value if signal_name else 0
+        slots[K + self.rank] = len(returns)
+        start = 2 * K + self.rank * 2 * window
+        slots[start : start + 2 * len(returns)] = [*returns, *lengths]
         moments = [_new_moments(running, reference) for running, reference in self._started]
         sums = self.sum(
             [
                 targets.numel(), entropies.double().sum(), targets.sum(), targets.square().sum(),
-                residuals.sum(), residuals.square().sum(), finished, math.fsum(returns),
-                len(returns), math.fsum(lengths), len(lengths), *slots,
+                residuals.sum(), residuals.square().sum(), finished, *slots,
                 *(value for piece in moments for value in piece.tolist()),
             ]
         )  # fmt: skip
-        _merge_all(self._started, moments, sums[11 + self.world_size :])
+        _merge_all(self._started, moments, sums[7 + len(slots) :])
         count, entropy_sum, *moments = sums[:6]
-        episodes_done, return_sum, return_count, length_sum, length_count = sums[6:11]
+        episodes_done, signals, counts = sums[6], sums[7 : 7 + K], sums[7 + K : 7 + 2 * K]
+        joined = [sums[7 + 2 * K + r * 2 * window :][: 2 * int(n)] for r, n in enumerate(counts)]
+        returns = [value for part in joined for value in part[: len(part) // 2]]
+        lengths = [value for part in joined for value in part[len(part) // 2 :]]
         target_variance = _unbiased_variance(count, moments[0], moments[1])
         residual_variance = _unbiased_variance(count, moments[2], moments[3])
         explained = (
@@ -293,11 +301,8 @@ class DistributedComm(Comm):
             "samples": int(count),
             "entropy": entropy_sum / count if count else float("nan"),
             "explained_variance": explained,
-            "episodes": int(episodes_done),
-            "episode_return_mean": return_sum / return_count if return_count else None,
-            "episode_length_mean": length_sum / length_count if length_count else None,
-        }
-        stop = int(max(sums[11 : 11 + self.world_size]))
+        } | self.episode_metrics(int(episodes_done), returns, lengths)
+        stop = int(max(signals))
         return row, signal.Signals(stop).name if stop else None
 
     @property

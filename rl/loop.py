@@ -79,7 +79,7 @@ def train(
             finished = int(envs.episode_stats.episode_count) - episodes_seen
             episodes_seen += finished
             stats = envs.episode_stats
-            episodes = (finished, list(stats.return_queue), list(stats.length_queue))
+            episodes = (finished, stats.return_queue, stats.length_queue)
             measured, agent.stopped_by = comm.end_iteration(batch, episodes, signals.signal_name)
             row |= measured  # the batch's statistics, the episodes; one all-reduce in a job
             last = agent.step >= total_steps
