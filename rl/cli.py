@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "config")  # fmt: skip
     train.add_argument("--resume", metavar="RUN_DIR",
                        help="continue a run from its config.yaml and latest checkpoint (with "
-                       "--total-steps and --quiet only)")  # fmt: skip
+                       "--total-steps, --restart and --quiet only)")  # fmt: skip
     train.add_argument("--restart", action="store_true",
                        help="with --resume: start afresh even when RUN_DIR holds a finished run "
                        "without a checkpoint (its rows, evaluations and model.pt are "

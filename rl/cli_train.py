@@ -63,8 +63,16 @@ def train_command(args: argparse.Namespace, make_comm: Callable[[], Comm] = Comm
         raise UsageError("--restart goes with --resume RUN_DIR")
     if args.target is None:
         raise UsageError("ENV_ID_OR_CONFIG_FILE is required (or --resume RUN_DIR)")
-    config, preset, overridden = _resolve_train_config(args)
-    agent = _make_agent(config, make_comm())
+    if args.tensorboard and not tensorboard_available():
+        raise UsageError(f"--tensorboard: {TENSORBOARD_HINT}")
+    config, preset, overridden, made_run_dir = _resolve_train_config(args)
+    try:
+        agent = _make_agent(config, make_comm())
+    except BaseException:
+        if made_run_dir:  # the default run directory made for it, still empty
+            with contextlib.suppress(OSError):
+                Path(config.run_dir).rmdir()
+        raise
     if not args.quiet:
         if preset is not None:
             print(_describe_preset(preset, overridden), flush=True)
@@ -175,15 +183,16 @@ def _checkpoint_warnings_as_lines() -> Iterator[None]:
 
 def _resolve_train_config(
     args: argparse.Namespace,
-) -> tuple[TRPOConfig, Preset | None, list[str]]:
+) -> tuple[TRPOConfig, Preset | None, list[str], bool]:
     """Preset of the env ← config file ← --set ← flags; the config, the preset applied (or
-    None) and the preset's settings overridden."""
+    None), the preset's settings given other values, and whether the run dir was made here."""
     flags = {"total_steps": args.total_steps, "seed": args.seed, "num_envs": args.num_envs,
              "run_dir": args.run_dir}  # fmt: skip
     merged, preset, data = config_data(args.target, args.set, flags, args.preset)
     settings = preset.config if preset is not None else {}
     config = TRPOConfig.from_dict(merged)
-    if config.run_dir is None:
+    made_run_dir = config.run_dir is None
+    if made_run_dir:
         config = config.with_overrides({"run_dir": _default_run_dir(config.env_id, config.seed)})
     held = [name for name in ALL_RUN_FILES if (Path(config.run_dir) / name).exists()]
     if held:  # any of them: a run whose metrics.jsonl was deleted is still a run
@@ -193,8 +202,16 @@ def _resolve_train_config(
         )
     if Path(config.run_dir).exists() and not Path(config.run_dir).is_dir():
         raise UsageError(f"run_dir = {config.run_dir!r} is a file, not a directory")
-    overridden = sorted(set(flatten_dict(settings)) & set(flatten_dict(data)))
-    return config, preset, overridden
+    preset_values, given = flatten_dict(settings), flatten_dict(data)
+    overridden = sorted(
+        key for key in preset_values.keys() & given.keys()
+        if _plain_value(given[key]) != _plain_value(preset_values[key])
+    )  # fmt: skip
+    return config, preset, overridden, made_run_dir
+
+
+def _plain_value(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def config_data(
@@ -258,6 +275,8 @@ def _make_agent(config: TRPOConfig, comm: Comm) -> TRPO:
     except Exception as error:  # whatever the env's constructor raises (KeyError, assert, ...)
         if isinstance(error, (TrainingError, ConfigError)):
             raise
+        if isinstance(error, ValueError) and str(error).startswith("device = "):
+            raise UsageError(first_line(error)) from None  # the config's device, not the env
         message = (
             f"{type(error).__name__}: {first_line(error)}" if str(error).strip() else repr(error)
         )

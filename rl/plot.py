@@ -133,10 +133,15 @@ def group_runs(runs: Sequence[RunCurve]) -> list[tuple[str, list[RunCurve]]]:
     labelled = []
     for key, members in groups.items():
         settings = keys[key]
-        details = ", ".join(f"{name}={settings.get(name)}" for name in differing)
+        details = ", ".join(f"{name}={_short(settings.get(name))}" for name in differing)
         label = members[0].env_id + (f" ({details})" if details else "")
         labelled.append((f"{label} [{len(members)} run{'s' if len(members) > 1 else ''}]", members))
     return labelled
+
+
+def _short(value: Any) -> str:
+    """A setting as a legend shows it: floats to 4 significant digits."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _differing_keys(settings: list[dict[str, Any]]) -> list[str]:

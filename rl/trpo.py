@@ -34,6 +34,7 @@ from rl.progress import Progress, ProgressMode, make_progress
 from rl.replay import RecordingFactory
 from rl.run_files import (
     CHECKPOINT_FORMAT,
+    MODEL_FILE,
     CheckpointError,
     RunFiles,
     atomic_torch_save,
@@ -292,9 +293,12 @@ class TRPO:
         value: nn.Module | None = None,
         device: str | None = None,
     ) -> TRPO:
-        """Load an agent (or a checkpoint's model) saved by ``save``, with ``weights_only``
-        loading: a file never runs code. Pass ``env_fn``/modules if it was built with them.
+        """Load an agent (or a checkpoint's model, or a run directory's model.pt) saved by
+        ``save``, with ``weights_only`` loading: a file never runs code. Pass ``env_fn``/modules
+        if it was built with them.
         Raises CheckpointError (unreadable, not plain data, not fitting) or ConfigError."""
+        if Path(path).is_dir():  # a run directory: its final model
+            path = Path(path) / MODEL_FILE
         state = load_plain_file(path)
         if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
             state = state["model"]

@@ -153,6 +153,10 @@ def _check_same_study(
 
 def _run(study: optuna.Study, study_dir: Path, settings: dict[str, Any], quiet: bool) -> int:
     """Run trials until the study has ``trials`` of them (or the timeout passed)."""
+    if not quiet:
+        print(f"trpo tune: {settings['env_id']}, {settings['trials']} trials of "
+              f"{settings['budget']} steps, {settings['jobs']} at once; study in {study_dir}",
+              flush=True)  # fmt: skip
     view = TuneView("quiet" if quiet else "auto", settings["trials"])
     timeout = settings["timeout"]
     deadline = time.monotonic() + timeout if timeout else math.inf
@@ -237,12 +241,17 @@ def _stop(running: dict[int, mp.process.BaseProcess]) -> None:
 
 @contextlib.contextmanager
 def _stop_signals_as_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP stop the study as Ctrl-C does."""
+    """SIGINT (even where it was ignored when the study started, e.g. ``trpo tune ... &``),
+    SIGTERM and SIGHUP stop the study as Ctrl-C does."""
 
     def interrupt(number: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    numbers = [signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
+    numbers = [
+        signal.SIGINT,
+        signal.SIGTERM,
+        *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []),
+    ]
     previous = {number: signal.signal(number, interrupt) for number in numbers}
     try:
         yield

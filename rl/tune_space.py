@@ -63,10 +63,18 @@ _SHARED = {
 }
 
 
+# Fields that say what is run, where and how long, not how it learns: never searched.
+NOT_SEARCHED = {"env_id", "env_kwargs", "total_steps", "seed", "run_dir", "device",
+                "torch_threads", "vector_mode", "checkpoint_every", "eval_every",
+                "eval_episodes", "eval_max_episode_steps", "episode_window"}  # fmt: skip
+
+
 def _config_fields() -> list[str]:
-    """Every TRPOConfig field, dotted for nested ones."""
+    """Every TRPOConfig field that learning depends on, dotted for nested ones."""
     names = []
     for key, field in TRPOConfig.model_fields.items():
+        if key in NOT_SEARCHED:
+            continue
         nested = field.annotation
         if isinstance(nested, type) and issubclass(nested, BaseModel):
             names += [f"{key}.{sub}" for sub in nested.model_fields]
@@ -134,8 +142,8 @@ def fit_budget(
         return {**space, "steps_per_env": {**spec, "high": high}}
     least = min(choices) if choices else spec["low"]
     raise ConfigError(
-        f"--budget {budget} is smaller than one iteration (steps_per_env {least} x num_envs "
-        f"{num_envs} = {least * num_envs} steps)"
+        f"--budget {budget} is smaller than one iteration (the search space's least "
+        f"steps_per_env {least} x num_envs {num_envs} = {least * num_envs} steps)"
     )
 
 

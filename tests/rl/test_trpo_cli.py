@@ -6,11 +6,13 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
-from rl import TRPOConfig
+from rl import TRPO, TRPOConfig
 from rl.cli import main
 
 METRIC_KEYS = {
@@ -159,3 +161,26 @@ def test_existing_run_is_not_overwritten(tiny_run, capsys):
     run_dir, _ = tiny_run
     assert main(["train", "CartPole-v1", "--run-dir", str(run_dir)]) == 2
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_a_run_that_cannot_start_leaves_no_default_run_dir(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "CartPole-v1", "--set", "env_kwargs={bad_argument: 1}"]) == 2
+    error = capsys.readouterr().err
+    assert "cannot build the agent for env_id = 'CartPole-v1'" in error
+    assert list((tmp_path / "runs").iterdir()) == []  # the run directory made for it: gone
+
+
+def test_a_device_this_machine_lacks_is_named_as_the_config_field(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["train", "CartPole-v1", "--run-dir", str(tmp_path / "r"),
+                 "--set", "device=cuda"]) == 2  # fmt: skip
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("trpo train: error: device = 'cuda': this torch"), error
+
+
+def test_load_takes_a_run_directory(tiny_run):
+    run_dir, _ = tiny_run
+    agent = TRPO.load(run_dir)
+    assert agent.step == TRPO.load(Path(run_dir) / "model.pt").step > 0
