@@ -221,7 +221,12 @@ class DistributedComm(Comm):
 
     def sum(self, values: Sequence[float | Tensor]) -> list[float]:
         """Float64 sums over the ranks of a few scalars, in one all-reduce."""
-        numbers = [float(v) for v in values]  # tensors: 0-d, float64 or exact in it
+        numbers = [0.0 if isinstance(v, Tensor) else float(v) for v in values]
+        where = [i for i, v in enumerate(values) if isinstance(v, Tensor)]
+        if where:  # the 0-d tensors read in one transfer (one sync on a GPU), exact in float64
+            read = torch.stack([values[i].reshape(()).double() for i in where]).cpu().tolist()
+            for i, number in zip(where, read, strict=True):
+                numbers[i] = number
         stacked = torch.tensor(numbers, dtype=torch.float64, device=self.device)
         dist.all_reduce(stacked, group=self.group)
         return stacked.cpu().tolist()
