@@ -35,7 +35,6 @@ __all__ = [
     "DistributedComm",
     "RunningMoments",
     "gather_rows",
-    "merge_all_moments",
     "merge_running_moments",
     "rank_device",
     "rank_seed",
@@ -105,15 +104,6 @@ class Comm:
             return advantages
         return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
-    def batch_statistics(self, entropies: Tensor, values: Tensor, returns: Tensor) -> dict:
-        """``samples``, mean ``entropy`` and ``explained_variance`` of the job's batch, from
-        its ``(M,)`` entropies before the step, values used by GAE and returns."""
-        return {
-            "samples": int(returns.numel()),
-            "entropy": float(entropies.mean()),
-            "explained_variance": explained_variance(values, returns),
-        }
-
     def episode_metrics(
         self, finished: int, returns: Sequence[float], lengths: Sequence[float]
     ) -> dict[str, Any]:
@@ -131,12 +121,17 @@ class Comm:
         episodes: tuple[int, Sequence[float], Sequence[float]],
         signal_name: str | None,
     ) -> tuple[dict[str, Any], str | None]:
-        """The row's ``batch_statistics`` of ``batch`` (entropies, values, returns) and
-        ``episode_metrics`` of ``episodes`` (finished, returns, lengths), and the stop
-        signal agreed (``agree_to_stop``); in a job, the normalization moments merged too
-        (nothing reads them before the next rollout)."""
-        row = self.batch_statistics(*batch) | self.episode_metrics(*episodes)
-        return row, self.agree_to_stop(signal_name)
+        """The row's ``samples``, mean ``entropy`` and ``explained_variance`` of the job's
+        ``batch`` (``(M,)`` entropies before the step, values used by GAE, returns),
+        ``episode_metrics`` of ``episodes`` (finished, returns, lengths) and the stop signal
+        agreed (``agree_to_stop``); in a job, the normalization moments merged too."""
+        entropies, values, returns = batch
+        row = {
+            "samples": int(returns.numel()),
+            "entropy": float(entropies.mean()),
+            "explained_variance": explained_variance(values, returns),
+        }
+        return row | self.episode_metrics(*episodes), self.agree_to_stop(signal_name)
 
     def place(self, device: torch.device) -> torch.device:
         """The device this process trains on for the config's ``device``: a bare ``cuda``
@@ -372,29 +367,13 @@ def merge_running_moments(
     statistics: Any, reference: RunningMoments, group: dist.ProcessGroup, device: Any = "cpu"
 ) -> None:
     """Give every rank the moments of the job's samples: ``reference``'s and all the samples
-    that each rank has added to its ``statistics`` (a ``RunningMeanStd``) since.
-
-    Every rank's ``statistics`` holds ``reference`` merged with its own new samples (Chan et
-    al.'s parallel update, as gymnasium's). Relative to the reference mean ``μ`` (count
-    ``c``, variance ``σ²``), rank r's new samples count ``n_r = c_r − c``, their deviations
-    sum to ``d_r = c_r (μ_r − μ)`` and their squared deviations to
-    ``e_r = c_r (σ_r² + (μ_r − μ)²) − c σ²``. With ``C = c + Σ n_r``, ``D = Σ d_r`` and
-    ``E = c σ² + Σ e_r`` the job's moments are ``μ + D/C`` and ``E/C − (D/C)²``; one
-    all-reduce of ``[n_r, d_r, e_r]``, centred on ``μ`` so that large means lose no digits.
-    """
-    merge_all_moments([(statistics, reference)], group, device)
-
-
-def merge_all_moments(
-    started: Sequence[tuple[Any, RunningMoments]], group: dist.ProcessGroup, device: Any = "cpu"
-) -> None:
-    """``merge_running_moments`` of several ``(statistics, reference)``, in one all-reduce."""
-    if not started:
-        return
-    pieces = [_new_moments(statistics, reference) for statistics, reference in started]
-    packed = torch.from_numpy(np.concatenate(pieces)).to(device)
+    that each rank has added to its ``statistics`` (a ``RunningMeanStd``) since, in one
+    all-reduce (``DistributedComm.end_iteration`` packs this into its own; the algebra:
+    docs/distributed.md, "Normalization statistics")."""
+    piece = _new_moments(statistics, reference)
+    packed = torch.from_numpy(piece).to(device)
     dist.all_reduce(packed, group=group)
-    _merge_all(started, pieces, packed.cpu().tolist())
+    _merge_all([(statistics, reference)], [piece], packed.cpu().tolist())
 
 
 def _merge_all(started: Sequence, pieces: list[np.ndarray], summed: list[float]) -> None:
