@@ -39,7 +39,7 @@ def main() -> None:
 
     # RL Zoo's MuJoCo settings, as the preset maps them (the same as _sb3_runner.py).
     config = rl.TRPOConfig.from_preset(
-        args.env, total_steps=args.steps, seed=args.seed, num_envs=args.num_envs,
+        args.env, source="zoo", total_steps=args.steps, seed=args.seed, num_envs=args.num_envs,
         steps_per_iteration=1024 * args.num_envs, eval_every=args.eval_every,
         eval_episodes=args.eval_episodes, run_dir=args.run_dir, torch_threads=1,
     ).with_overrides(args.set)  # fmt: skip

@@ -96,7 +96,7 @@ def _rank(rank, world_size, store, env_id, iterations, overrides, out):
 
     counts: collections.Counter = collections.Counter()
     sizes: collections.Counter = collections.Counter()
-    config = rl.TRPOConfig.from_preset(env_id)
+    config = rl.TRPOConfig.from_preset(env_id, source="zoo")
     config = config.with_overrides({"total_steps": 10**9, "eval_every": 0, **overrides})
     agent = rl.TRPO(config, comm=DistributedComm())
     steps: list = []

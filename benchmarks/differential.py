@@ -357,7 +357,10 @@ def surrogate_and_kls(policy, batch: PolicyBatch, state) -> tuple[float, float, 
 
 def our_agent(env_id: str, seed: int, **overrides: Any) -> rl.TRPO:
     with quiet_mujoco_deprecations():
-        return rl.TRPO(rl.TRPOConfig.from_preset(env_id, seed=seed, torch_threads=1, **overrides))
+        config = rl.TRPOConfig.from_preset(
+            env_id, source="zoo", seed=seed, torch_threads=1, **overrides
+        )
+        return rl.TRPO(config)
 
 
 def our_policy_step(

@@ -73,8 +73,9 @@ def run_once(spec: dict, iterations: int, run_dir: Path, seed: int, overrides: l
     """One training run; steps/s between the first and the last metrics row."""
     job_batch = spec["ranks"] * spec["per_rank"]
     arguments = [
-        ENV_ID, "--total-steps", str(iterations * job_batch), "--seed", str(seed),
-        "--run-dir", str(run_dir), "--quiet", "--set", f"steps_per_iteration={spec['per_rank']}",
+        ENV_ID, "--preset", "zoo", "--total-steps", str(iterations * job_batch),
+        "--seed", str(seed), "--run-dir", str(run_dir), "--quiet",
+        "--set", f"steps_per_iteration={spec['per_rank']}",
         *(item for override in overrides for item in ("--set", override)),
     ]  # fmt: skip
     environment = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")

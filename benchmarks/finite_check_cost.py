@@ -29,7 +29,7 @@ from rl.wrappers import RefuseNonFinite
 
 
 def build_collector(env_id: str, steps_per_env: int) -> tuple[RolloutCollector, object]:
-    config = rl.TRPOConfig.from_preset(env_id)
+    config = rl.TRPOConfig.from_preset(env_id, source="zoo")
     envs = make_vector_envs(
         make_env_factory(env_id),
         config.num_envs,

@@ -50,7 +50,8 @@ def rollout_steps_per_s(env_id: str, num_envs: int, mode: str, steps: int) -> fl
     with tempfile.TemporaryDirectory() as directory:
         run_dir = Path(directory) / "run"
         command = [
-            sys.executable, "-m", "rl.cli", "train", env_id, "--total-steps", str(steps),
+            sys.executable, "-m", "rl.cli", "train", env_id, "--preset", "zoo", "--total-steps",
+            str(steps),
             "--num-envs", str(num_envs), "--set", f"vector_mode={mode}",
             "--set", "steps_per_iteration=2048", "--set", "eval_every=0",
             "--run-dir", str(run_dir), "--quiet",

@@ -86,8 +86,9 @@ def main() -> None:
     parser.add_argument("--at", nargs="+", type=int, default=[1, 20, 60])
     args = parser.parse_args()
     config = rl.TRPOConfig.from_preset(
-        args.env, seed=args.seed, total_steps=2048 * max(args.at), value_fit_in_background=False
-    )
+        args.env, source="zoo", seed=args.seed, total_steps=2048 * max(args.at),
+        value_fit_in_background=False,
+    )  # fmt: skip
     agent = rl.TRPO(config)
     print(
         "| iteration | solve | step norm | hidden / head+log-std | cosine to reference "

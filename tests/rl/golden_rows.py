@@ -19,16 +19,17 @@ from pathlib import Path
 from tests.conftest import rows
 
 DATA = Path(__file__).parent / "data" / "golden_rows.json"
+# RL Zoo's settings (``--preset zoo``): fixed, whatever tuned presets become the defaults
 CASES: dict[str, list[str]] = {
-    "cartpole": ["CartPole-v1", "--seed", "3", "--total-steps", "{steps}",
+    "cartpole": ["CartPole-v1", "--preset", "zoo", "--seed", "3", "--total-steps", "{steps}",
                  "--set", "steps_per_iteration=512"],
     "pendulum-normalized": [
-        "Pendulum-v1", "--seed", "5", "--total-steps", "{steps}",
+        "Pendulum-v1", "--preset", "zoo", "--seed", "5", "--total-steps", "{steps}",
         "--set", "steps_per_iteration=512", "--set", "normalize_observations=true",
         "--set", "normalize_rewards=true", "--set", "eval_every=2048",
         "--set", "eval_episodes=2", "--set", "checkpoint_every=2",
     ],
-    "halfcheetah": ["HalfCheetah-v5", "--seed", "1", "--total-steps", "{steps}",
+    "halfcheetah": ["HalfCheetah-v5", "--preset", "zoo", "--seed", "1", "--total-steps", "{steps}",
                     "--set", "steps_per_iteration=512"],
 }  # fmt: skip
 ITERATIONS = {"cartpole": 8, "pendulum-normalized": 8, "halfcheetah": 20}
