@@ -183,6 +183,7 @@ class Finished:
     snapshot: dict[str, Any] | None = None
     evaluate: bool = False
     save: bool = False
+    written: bool = False  # the row: a second ``complete`` (after an error) goes on from there
 
     def complete(
         self,
@@ -194,15 +195,17 @@ class Finished:
         in_sync: bool = True,
     ) -> None:
         """Wait for the value fit, then write the row, the evaluation and the checkpoint, in
-        that order; ``in_sync``: every rank completes it here (else no collective)."""
-        if in_sync:
-            self.row["value_loss"] = resolve(agent, self.fit, self.row["iteration"])
-        else:
-            self.row["value_loss"] = self.fit.result()
-        write_row(files, display, self.row)
-        evaluation = self.evaluation
+        that order, each once (a second call, after an exception from the display, writes
+        what the first did not); ``in_sync``: every rank completes it here (else no
+        collective)."""
+        if not self.written:
+            fit = self.fit
+            loss = resolve(agent, fit, self.row["iteration"]) if in_sync else fit.result()
+            self.row["value_loss"], self.written = loss, True
+            write_row(files, display, self.row)
+        evaluation, self.evaluation = self.evaluation, None
         if self.evaluate:
-            evaluation = evaluate_during_training(agent, clock)
+            evaluation, self.evaluate = evaluate_during_training(agent, clock), False
         if evaluation is not None:
             if files is not None:
                 files.append_eval(evaluation)

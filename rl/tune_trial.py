@@ -28,6 +28,7 @@ import torch
 
 from rl.config import TRPOConfig
 from rl.errors import first_line
+from rl.progress import Progress
 from rl.run_files import CONFIG_FILE, CheckpointError
 from rl.trpo import TRPO
 from rl.tune_study import load_study, trial_config, trial_run_dir
@@ -99,31 +100,42 @@ def _run_seeds(
             continue
         run_dir = trial_run_dir(study_dir, trial.number, seed)
         agent = _start(trial_config(settings, values, seed, run_dir))
-        offset, pruned = index * settings["budget"], False
-
-        def report(agent: TRPO, row: dict[str, Any], offset: int = offset) -> bool:
-            nonlocal pruned
-            evaluation = agent.last_evaluation
-            if evaluation is not None and evaluation["step"] == agent.step:
-                trial.report(evaluation["mean_return"], offset + agent.step)
-                pruned = agent.step < agent.config.total_steps and trial.should_prune()
-            return not pruned
-
+        total = agent.config.total_steps
         try:
-            if agent.step < agent.config.total_steps:
-                agent.learn(progress="none", final_evaluation=True, callback=report)
+            if agent.step < total:
+                # a Progress, not a callback: the value fit runs beside the next rollout
+                progress = _Reporter(trial, index * settings["budget"], total)
+                agent.learn(progress=progress, final_evaluation=True)
             elif (agent.last_evaluation or {}).get("step") != agent.step:  # finished, killed
                 stats = agent.evaluate(agent.config.eval_episodes)  # before its evaluation
                 agent.last_evaluation = {"step": agent.step, **stats}
+        except _Pruned:
+            return "pruned"
         finally:
             agent.close()
-        if pruned:
-            return "pruned"
         if agent.stopped_by is not None:
             return None
         returns[str(seed)] = agent.last_evaluation["mean_return"]
         trial.set_user_attr("seed_returns", returns)
     return statistics.fmean(returns.values())
+
+
+class _Pruned(Exception):
+    """The median pruner stopped the trial."""
+
+
+class _Reporter(Progress):
+    """Reports each evaluation to Optuna (at ``offset`` + its step); raises ``_Pruned`` when
+    the pruner says so before the budget."""
+
+    def __init__(self, trial: optuna.Trial, offset: int, total_steps: int) -> None:
+        super().__init__(total_steps)
+        self.trial, self.offset = trial, offset
+
+    def evaluation(self, row: dict[str, Any]) -> None:
+        self.trial.report(row["mean_return"], self.offset + row["step"])
+        if row["step"] < self.total_steps and self.trial.should_prune():
+            raise _Pruned
 
 
 def _start(config: TRPOConfig) -> TRPO:

@@ -188,3 +188,25 @@ def test_space_file_replaces_adds_and_removes_parameters(tmp_path):
     space = load_space(path)
     assert space["max_kl"] == {"choices": [0.01, 0.02]} and "lam" not in space
     assert space["damping"]["scale"] == "log" and space["gamma"] == DEFAULT_SPACE["gamma"]
+
+
+def test_the_reporter_reports_each_evaluation_and_prunes_only_before_the_budget() -> None:
+    from rl.tune_trial import _Pruned, _Reporter
+
+    class FakeTrial:
+        def __init__(self) -> None:
+            self.reported: list[tuple[float, int]] = []
+
+        def report(self, value: float, step: int) -> None:
+            self.reported.append((value, step))
+
+        def should_prune(self) -> bool:
+            return len(self.reported) >= 2
+
+    trial = FakeTrial()
+    reporter = _Reporter(trial, offset=3000, total_steps=1000)  # type: ignore[arg-type]
+    reporter.evaluation({"step": 500, "mean_return": 1.5})
+    with pytest.raises(_Pruned):
+        reporter.evaluation({"step": 800, "mean_return": 2.5})
+    reporter.evaluation({"step": 1000, "mean_return": 3.5})  # at the budget: the trial's value
+    assert trial.reported == [(1.5, 3500), (2.5, 3800), (3.5, 4000)]

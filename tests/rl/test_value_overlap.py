@@ -78,3 +78,39 @@ def test_a_callback_sees_each_iteration_with_its_value_fit_done(tmp_path) -> Non
     )
     assert [(a, b) for a, b, _ in seen] == [(1, 1), (2, 2), (3, 3), (4, 4)]
     assert all(isinstance(loss, float) for _, _, loss in seen)
+
+
+class StopAtEvaluation(Progress):
+    """Raises from ``evaluation`` at ``step``, as ``trpo tune``'s pruning reporter does."""
+
+    def __init__(self, total_steps: int, step: int) -> None:
+        super().__init__(total_steps)
+        self.step, self.shown = step, []
+
+    def evaluation(self, row: dict) -> None:
+        self.shown.append(row["step"])
+        if row["step"] == self.step:
+            raise KeyboardInterrupt  # any exception; this one also passes `except Exception`
+
+
+def test_an_error_from_the_display_writes_each_row_and_evaluation_once(tmp_path) -> None:
+    config = rl.TRPOConfig(
+        env_id="CartPole-v1", total_steps=8 * 256, steps_per_iteration=256, seed=7,
+        eval_every=512, eval_episodes=1, run_dir=str(tmp_path / "run"),
+    )  # fmt: skip
+    agent = rl.TRPO(config)
+    display = StopAtEvaluation(config.total_steps, 1024)
+    try:
+        agent.learn(progress=display)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the display's exception did not stop learn")
+    finally:
+        agent.close()
+    # the evaluation at 1,024 was shown once the next rollout had run (its fit beside it)
+    assert display.shown == [512, 1024]
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    evals = [json.loads(line) for line in (tmp_path / "run" / "evals.jsonl").open()]
+    assert [row["iteration"] for row in metrics] == [1, 2, 3, 4]
+    assert [row["step"] for row in evals] == [512, 1024]
