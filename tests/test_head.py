@@ -445,3 +445,17 @@ def test_log_std_block_is_exactly_two() -> None:
     assert next(iter(model.parameters())) is model.log_std  # registered first
     torch.testing.assert_close(fisher[:OUT, :OUT], 2.0 * torch.eye(OUT, dtype=torch.float64))
     assert float(fisher[:OUT, OUT:].abs().max()) == 0.0
+
+
+def test_curvatures_given_as_numbers_live_on_the_parameters_device() -> None:
+    # a number's curvature is made on the CPU: on a GPU the head products mixed devices
+    # (seen on an H100 with the Pendulum preset's log-std). The meta device stands in here.
+    from trust_region.head_layout import HeadLayout
+
+    weight = torch.zeros(2, 3, device="meta", requires_grad=True)
+    log_std = torch.zeros(2, device="meta", requires_grad=True)
+    head = LinearHead(
+        lambda values, index: None, [], weight, None, 1.0, diagonal_curvature=[(log_std, 2.0)]
+    )
+    assert HeadLayout(head, [weight, log_std]).diagonal_curvature.device.type == "meta"
+    assert head.precision().device.type == "meta"

@@ -48,7 +48,7 @@ class HeadLayout:
                 for p, c in head.diagonal_curvature
             ],
             head.weight.new_zeros(0, dtype=torch.float64),
-        )
+        ).to(head.weight.device)  # a number's curvature is made on the CPU
 
     def _roles(self) -> list[tuple[str, Tensor]]:
         named = [("feature_params", p) for p in self.features] + [("weight", self.weight)]

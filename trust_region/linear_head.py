@@ -100,9 +100,10 @@ class LinearHead:
             as_curvature(entry[1], tuple(entry[0].shape), "diagonal_curvature", positive=False)
 
     def precision(self) -> Tensor:
-        """``h`` as a float64 tensor ``(out,)``, detached."""
+        """``h`` as a float64 tensor ``(out,)`` on the weight's device, detached."""
         out = self.weight.shape[0]
-        return as_curvature(self.output_precision, (out,), "output_precision", positive=True)
+        precision = as_curvature(self.output_precision, (out,), "output_precision", True)
+        return precision.to(self.weight.device)
 
 
 def describe(value: object) -> str:

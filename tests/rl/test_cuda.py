@@ -62,10 +62,10 @@ def updated_row(agent: TRPO, rollout) -> dict:
     return {**row, "value_loss": fit.result()}
 
 
-def compare_updates(device: str, iterations: int = 3) -> None:
+def compare_updates(device: str, env_id: str = "Pendulum-v1", iterations: int = 3) -> None:
     """Both agents update on the same rollouts (collected by the CPU agent): the rows and
     the policy of ``device`` match the CPU's to float32 rounding."""
-    config = TRPOConfig.from_preset("Pendulum-v1").with_overrides(
+    config = TRPOConfig.from_preset(env_id, source="zoo").with_overrides(
         {"seed": 3, "steps_per_iteration": 512, "value_fit_in_background": False}
     )
     cpu, other = TRPO(config), TRPO(config.with_overrides({"device": device}))
@@ -89,8 +89,9 @@ def compare_updates(device: str, iterations: int = 3) -> None:
 
 
 @needs_cuda
-def test_one_rank_on_cuda_takes_the_cpu_updates_of_the_first_iterations():
-    compare_updates("cuda")
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "HalfCheetah-v5"])
+def test_one_rank_on_cuda_takes_the_cpu_updates_of_the_first_iterations(env_id):
+    compare_updates("cuda", env_id)
 
 
 @needs_two_gpus
