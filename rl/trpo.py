@@ -129,7 +129,10 @@ class TRPO:
             policy.parameters(), **settings, process_group=comm.group
         )
         self._policy_parameters = [p for g in policy_optimizer.param_groups for p in g["params"]]
-        value_optimizer = torch.optim.Adam(value.parameters(), lr=config.value.learning_rate)
+        # foreach: the single-tensor loop's numbers bit for bit, in fewer operator calls
+        value_optimizer = torch.optim.Adam(
+            value.parameters(), lr=config.value.learning_rate, foreach=True
+        )
         # Rank r of a job: its envs and actions seeded with rank_seed(seed, r) (rank 0's is
         # seed); a replicated value fit shuffles the job's batch alike on every rank.
         self.env_seed = rank_seed(config.seed, comm.rank)  # sub-env i first reset with +i

@@ -249,7 +249,7 @@ def _main_module_hidden() -> Iterator[None]:
 def _warm_up() -> None:
     """One tiny fit: torch's first-use imports done before the child says it is ready."""
     value = nn.Sequential(nn.Linear(2, 2), nn.Tanh(), nn.Linear(2, 1))
-    optimizer = torch.optim.Adam(value.parameters())
+    optimizer = torch.optim.Adam(value.parameters(), foreach=True)
     fit_value(value, optimizer, torch.zeros(4, 2), torch.zeros(4, 1), 1, 2)
 
 
