@@ -1,23 +1,11 @@
-"""The ``trpo`` command: ``trpo train``, ``trpo tune``, ``trpo eval``, ``trpo presets`` and
-``trpo plot``.
-
-    trpo train ENV_ID_OR_CONFIG_FILE [--total-steps N] [--seed S] [--num-envs K]
-               [--run-dir DIR] [--set key=value ...] [--quiet] [--tensorboard]
-    trpo train --resume RUN_DIR [--total-steps N] [--quiet]
-    trpo tune ENV_ID_OR_CONFIG_FILE [--trials N] [--budget STEPS] [--seeds K] [--jobs J]
-              [--study-dir DIR] [--timeout SECONDS] [--set key=value ...] [--quiet]
-    trpo tune --resume STUDY_DIR [--quiet]
-    trpo eval RUN_DIR [--episodes N] [--json] [--video DIR]
-    trpo presets [ENV_ID]
-    trpo plot RUN_DIR [RUN_DIR ...] [--out FILE.png] [--eval]
-
-Invalid arguments or config values exit with code 2 and one line on stderr naming the
-field and the value.
-"""
+"""The ``trpo`` command: ``train``, ``tune``, ``eval``, ``export``, ``presets`` and ``plot``
+(``trpo COMMAND --help``). Invalid arguments or config values exit with code 2 and one line
+on stderr naming the field and the value."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import pickle
@@ -69,10 +57,9 @@ def _version() -> str:
 
 
 def _positive_int(text: str) -> int:
-    try:
+    value = 0
+    with contextlib.suppress(ValueError):
         value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return value
@@ -157,29 +144,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_fields_help() -> str:
-    """Every config field, its default and its description, for ``trpo train --help``."""
+    """Every config field, its default, description and bounds, for ``trpo train --help``."""
     lines = ["config fields (--set KEY=VALUE):"]
     for key, field in TRPOConfig.model_fields.items():
-        nested = field.annotation
+        nested, fields = field.annotation, {key: field}
         if isinstance(nested, type) and issubclass(nested, BaseModel):
-            for sub_key, sub_field in nested.model_fields.items():
-                lines.append(_field_line(f"{key}.{sub_key}", sub_field))
-        else:
-            lines.append(_field_line(key, field))
+            fields = {f"{key}.{name}": sub for name, sub in nested.model_fields.items()}
+        for name, item in fields.items():
+            default = item.get_default(call_default_factory=True)
+            allowed = _allowed_values(item)
+            lines.append(f"  {name:28s} {item.description} (default: {default!r}{allowed})")
     return "\n".join(lines)
 
 
-def _field_line(name: str, field: FieldInfo) -> str:
-    default = field.get_default(call_default_factory=True)
-    allowed = _allowed_values(field)
-    allowed = f"; {allowed}" if allowed else ""
-    return f"  {name:28s} {field.description} (default: {default!r}{allowed})"
-
-
 def _allowed_values(field: FieldInfo) -> str:
-    """'one of a, b' for Literal fields, '> 0, <= 1' style bounds for numbers, else ''."""
+    """'; one of a, b' for Literal fields, '; > 0, <= 1' style bounds for numbers, else ''."""
     if typing.get_origin(field.annotation) is typing.Literal:
-        return "one of " + ", ".join(map(str, typing.get_args(field.annotation)))
+        return "; one of " + ", ".join(map(str, typing.get_args(field.annotation)))
     symbols = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
     bounds = [
         f"{symbol} {getattr(item, attribute)}"
@@ -187,7 +168,7 @@ def _allowed_values(field: FieldInfo) -> str:
         for attribute, symbol in symbols.items()
         if getattr(item, attribute, None) is not None
     ]
-    return ", ".join(bounds)
+    return "; " + ", ".join(bounds) if bounds else ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
