@@ -76,8 +76,8 @@ def train_command(args: argparse.Namespace, make_comm: Callable[[], Comm] = Comm
     if not args.quiet:
         if preset is not None:
             print(_describe_preset(preset, overridden), flush=True)
-        elif config.env_id is not None and similar_presets(config.env_id):
-            names = " or ".join(similar_presets(config.env_id))
+        elif config.env_id is not None and (similar := similar_presets(config.env_id)):
+            names = " or ".join(similar)
             print(f"trpo: no preset for {config.env_id}, plain defaults apply (a preset exists "
                   f"for {names}: trpo presets)", flush=True)  # fmt: skip
         print(f"trpo: training {config.env_id} for {config.total_steps} steps, seed "
@@ -204,14 +204,9 @@ def _resolve_train_config(
         raise UsageError(f"run_dir = {config.run_dir!r} is a file, not a directory")
     preset_values, given = flatten_dict(settings), flatten_dict(data)
     overridden = sorted(
-        key for key in preset_values.keys() & given.keys()
-        if _plain_value(given[key]) != _plain_value(preset_values[key])
-    )  # fmt: skip
+        k for k in preset_values.keys() & given.keys() if given[k] != preset_values[k]
+    )
     return config, preset, overridden, made_run_dir
-
-
-def _plain_value(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
 
 
 def config_data(
@@ -261,12 +256,11 @@ def _default_run_dir(env_id: str, seed: int) -> str:
     base.parent.mkdir(parents=True, exist_ok=True)
     candidate, suffix = base, 1
     while True:
-        try:
+        with contextlib.suppress(FileExistsError):
             candidate.mkdir()
             return str(candidate)
-        except FileExistsError:
-            suffix += 1
-            candidate = base.with_name(f"{base.name}-{suffix}")
+        suffix += 1
+        candidate = base.with_name(f"{base.name}-{suffix}")
 
 
 def _make_agent(config: TRPOConfig, comm: Comm) -> TRPO:
