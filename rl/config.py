@@ -8,7 +8,7 @@ import difflib
 import json
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -248,33 +248,24 @@ class TRPOConfig(_Frozen):
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a config mapping from YAML (``yaml.safe_load``), TOML or JSON, by file suffix."""
-    path = Path(path)
-    suffix = path.suffix.lower()
+    path, suffix = Path(path), Path(path).suffix.lower()
     try:
         text = path.read_text()
     except OSError as error:
         raise ConfigError(f"cannot read config file {str(path)!r}: {error.strerror}") from None
+    if suffix not in _LOADERS:
+        raise ConfigError(
+            f"config file {str(path)!r}: unknown suffix {suffix!r} (allowed: {', '.join(_LOADERS)})"
+        )
     try:
-        if suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
-        elif suffix == ".toml":
-            data = _load_toml(text)
-        elif suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise ConfigError(
-                f"config file {str(path)!r}: unknown suffix {suffix!r} "
-                "(allowed: .yaml, .yml, .toml, .json)"
-            )
-    except (yaml.YAMLError, json.JSONDecodeError, ValueError) as error:
-        if isinstance(error, ConfigError):
-            raise
+        data = _LOADERS[suffix](text)
+    except ConfigError:
+        raise
+    except (yaml.YAMLError, ValueError) as error:  # json's and tomllib's errors are ValueErrors
         raise ConfigError(f"config file {str(path)!r} is not valid: {first_line(error)}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
+    if not isinstance(data, dict | None):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of field: value")
-    return data
+    return data or {}
 
 
 def _load_toml(text: str) -> dict[str, Any]:
@@ -286,6 +277,14 @@ def _load_toml(text: str) -> dict[str, Any]:
         except ImportError:
             raise ConfigError("reading TOML on Python 3.10 needs: pip install tomli") from None
     return tomllib.loads(text)
+
+
+_LOADERS: dict[str, Callable[[str], Any]] = {
+    ".yaml": yaml.safe_load,
+    ".yml": yaml.safe_load,
+    ".toml": _load_toml,
+    ".json": json.loads,
+}
 
 
 def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
