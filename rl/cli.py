@@ -299,8 +299,20 @@ def _record_video(agent: TRPO, video_dir: str, episodes: int) -> dict[str, typin
 
 
 def _presets(args: argparse.Namespace) -> int:
-    if args.env_id is not None:
-        return _show_preset(args.env_id)
+    if args.env_id is not None:  # one preset, as loadable YAML
+        preset = find_preset(args.env_id)
+        if preset is None:
+            similar = similar_presets(args.env_id)
+            hint = f"; did you mean {' or '.join(map(repr, similar))}?" if similar else ""
+            names = ", ".join(p.env_id for p in all_presets())
+            raise UsageError(f"ENV_ID = {args.env_id!r}: no preset{hint} (presets: {names})")
+        config = TRPOConfig.from_preset(args.env_id)
+        print(f"# preset {preset.env_id} from rl/presets/{preset.file}")
+        print(f"# source: {preset.source}")
+        if preset.note:
+            print(f"# note: {preset.note}")
+        print(config.to_yaml(), end="")
+        return 0
     presets = all_presets()
     header = f"{'env id':26s} {'steps':>10s} {'envs x steps/env':>17s} {'max_kl':>7s} "
     header += f"{'gamma':>6s} {'lam':>5s} {'normalize':>9s}  file"
@@ -318,24 +330,8 @@ def _presets(args: argparse.Namespace) -> int:
         )
     print("\n* has a note: deviations from its source (trpo presets ENV_ID shows it)")
     print("sources:")
-    for file, source in dict((preset.file, preset.source) for preset in presets).items():
+    for file, source in {preset.file: preset.source for preset in presets}.items():
         print(f"  {file}: {source}")
-    return 0
-
-
-def _show_preset(env_id: str) -> int:
-    preset = find_preset(env_id)
-    if preset is None:
-        similar = similar_presets(env_id)
-        hint = f"; did you mean {' or '.join(map(repr, similar))}?" if similar else ""
-        names = ", ".join(p.env_id for p in all_presets())
-        raise UsageError(f"ENV_ID = {env_id!r}: no preset{hint} (presets: {names})")
-    config = TRPOConfig.from_preset(env_id)
-    print(f"# preset {preset.env_id} from rl/presets/{preset.file}")
-    print(f"# source: {preset.source}")
-    if preset.note:
-        print(f"# note: {preset.note}")
-    print(config.to_yaml(), end="")
     return 0
 
 
