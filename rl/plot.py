@@ -112,11 +112,14 @@ def _settings(run_dir: Path) -> dict[str, Any]:
 
 
 def group_runs(runs: Sequence[RunCurve]) -> list[tuple[str, list[RunCurve]]]:
-    """Runs with equal settings grouped, in first-seen order, each with its label."""
+    """Runs with equal settings grouped, in first-seen order, each labelled by its env id and
+    the (at most four) settings that tell the groups apart."""
     groups: dict[str, list[RunCurve]] = {}
     for run in runs:
         groups.setdefault(repr(sorted(run.settings.items())), []).append(run)
-    differing = _differing_keys([members[0].settings for members in groups.values()])
+    all_settings = [members[0].settings for members in groups.values()]
+    names = sorted(set().union(*all_settings) - {"env_id"})
+    differing = [name for name in names if len({repr(s.get(name)) for s in all_settings}) > 1][:4]
     labelled = []
     for members in groups.values():
         settings = members[0].settings
@@ -129,11 +132,6 @@ def group_runs(runs: Sequence[RunCurve]) -> list[tuple[str, list[RunCurve]]]:
 def _short(value: Any) -> str:
     """A setting as a legend shows it: floats to 4 significant digits."""
     return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _differing_keys(settings: list[dict[str, Any]]) -> list[str]:
-    names = sorted(set().union(*settings) - {"env_id"})
-    return [name for name in names if len({repr(s.get(name)) for s in settings}) > 1][:4]
 
 
 def _mean_and_std(
