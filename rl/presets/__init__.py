@@ -49,9 +49,7 @@ class Preset:
         return any(char in self.env_id for char in "*?[")
 
     def matches(self, env_id: str) -> bool:
-        return env_id == self.env_id or (
-            self.is_pattern and fnmatch.fnmatchcase(env_id, self.env_id)
-        )
+        return env_id == self.env_id or fnmatch.fnmatchcase(env_id, self.env_id)
 
 
 @functools.cache
