@@ -233,8 +233,7 @@ class TRPOConfig(_Frozen):
         ``source="zoo"``: RL Zoo's settings (``rl.presets.find_preset``)."""
         preset = find_preset(env_id, source)
         settings = copy.deepcopy(preset.config) if preset is not None else {}
-        data = merge_dicts({"env_id": env_id}, settings)
-        return cls.from_dict(merge_dicts(data, overrides))
+        return cls.from_dict(merge_dicts({"env_id": env_id, **settings}, overrides))
 
     def with_overrides(self, overrides: Iterable[str] | Mapping[str, Any]) -> TRPOConfig:
         """A new config with ``key=value`` strings (dotted keys for nested fields) or a dict."""

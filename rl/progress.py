@@ -192,8 +192,7 @@ class Clock:
             self.paused_seconds += time.perf_counter() - pause_start
 
     def rates(self, step: int) -> dict[str, float]:
-        elapsed = self.elapsed()
-        training_seconds = max(elapsed - self.paused_seconds, 1e-9)
+        training_seconds = max(self.elapsed() - self.paused_seconds, 1e-9)
         return {"fps": (step - self.start_step) / training_seconds, "time": self.time()}
 
     def time(self) -> float:
