@@ -207,13 +207,19 @@ def _load_run(run_dir: str, command: str, device: str | None = None) -> TRPO:
     if not present:
         raise UsageError(f"RUN_DIR = {run_dir!r}: no {MODEL_FILE} in it (has training ended?)")
     steps, errors = {}, {}
-    for path in present:
+    for path in present:  # the step of each model file or checkpoint
         try:
-            steps[path] = _saved_step(path)
+            state = load_plain_file(path)
         except UnsafeCheckpointError as error:  # tampered with: refused, no fallback
             raise UsageError(str(error)) from None
         except CheckpointError as error:
             errors[path] = first_line(error)
+            continue
+        model = state.get("model", state) if isinstance(state, dict) else None
+        if isinstance(model, dict) and model.get("format") == MODEL_FORMAT:
+            steps[path] = int(model["step"])
+        else:
+            errors[path] = f"{str(path)!r} is not an rl TRPO model file ({MODEL_FORMAT})"
     if not steps:
         raise UsageError(next(iter(errors.values())))
     newest = max(steps, key=lambda path: (steps[path], path.name == MODEL_FILE))
@@ -236,26 +242,15 @@ def _load_run(run_dir: str, command: str, device: str | None = None) -> TRPO:
         raise UsageError(f"cannot load {str(newest)!r}: {first_line(error)}") from None
 
 
-def _saved_step(path: Path) -> int:
-    """The step of a model file or checkpoint; CheckpointError if it is neither."""
-    state = load_plain_file(path)
-    model = state.get("model", state) if isinstance(state, dict) else None
-    if not (isinstance(model, dict) and model.get("format") == MODEL_FORMAT):
-        raise CheckpointError(f"{str(path)!r} is not an rl TRPO model file ({MODEL_FORMAT})")
-    return int(model["step"])
-
-
 def _export(args: argparse.Namespace) -> int:
     from rl.export import export_policy  # torch.export / onnx only when asked for
 
-    agent = _load_run(args.run_dir, "export", args.device)
     out = Path(args.out) if args.out else Path(args.run_dir) / f"policy.{args.format}"
-    try:
-        written = export_policy(agent, out, args.format)
-    except ImportError as error:
-        raise UsageError(f"--format {args.format}: {error}") from None
-    finally:
-        agent.close()
+    with contextlib.closing(_load_run(args.run_dir, "export", args.device)) as agent:
+        try:
+            written = export_policy(agent, out, args.format)
+        except ImportError as error:
+            raise UsageError(f"--format {args.format}: {error}") from None
     print(f"wrote {written}")
     return 0
 
@@ -265,15 +260,12 @@ def _eval(args: argparse.Namespace) -> int:
         from rl.video import use_offscreen_rendering
 
         use_offscreen_rendering()  # before the first MuJoCo env is made
-    agent = _load_run(args.run_dir, "eval", args.device)
     episodes = args.episodes or (1 if args.video else 10)
-    try:
+    with contextlib.closing(_load_run(args.run_dir, "eval", args.device)) as agent:
         if args.video:
             stats = _record_video(agent, args.video, episodes)
         else:
             stats = agent.evaluate(episodes=episodes)
-    finally:
-        agent.close()
     if args.json:
         print(json.dumps(stats))
     else:
