@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import json
@@ -309,10 +310,8 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
 
 
 def _parse_value(raw: str) -> Any:
-    try:
+    with contextlib.suppress(json.JSONDecodeError):
         return json.loads(raw)
-    except json.JSONDecodeError:
-        pass
     try:
         return yaml.safe_load(raw) if raw else ""
     except yaml.YAMLError:
