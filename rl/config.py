@@ -288,15 +288,13 @@ _LOADERS: dict[str, Callable[[str], Any]] = {
 
 
 def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
-    """Turn ``["policy.hidden_sizes=[32,32]", "gamma=0.9"]`` into a nested dict.
-
-    Values are read as JSON when they parse as JSON, else as YAML scalars/lists, else strings.
-    """
+    """Turn ``["policy.hidden_sizes=[32,32]", "gamma=0.9"]`` into a nested dict; values are read
+    as JSON when they parse as JSON, else as YAML scalars/lists, else strings."""
     result: dict[str, Any] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         key = key.strip()
-        if not sep or not key or any(not part for part in key.split(".")):
+        if not sep or not all(key.split(".")):  # no '=', or an empty (dotted) key
             raise ConfigError(f"override {item!r} must look like key=value (dotted key allowed)")
         *parents, leaf = key.split(".")
         node = result

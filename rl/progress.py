@@ -54,11 +54,10 @@ def _format(value: Any, template: str) -> str:
 
 def summary_line(summary: dict[str, Any]) -> str:
     """``key value`` pairs of the final summary on one line."""
-    parts = [
+    return "done: " + ", ".join(
         f"{key} {_format(value, '{:.2f}' if isinstance(value, float) else '{}')}"
         for key, value in summary.items()
-    ]
-    return "done: " + ", ".join(parts)
+    )
 
 
 class Progress:
