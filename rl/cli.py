@@ -1,23 +1,11 @@
-"""The ``trpo`` command: ``trpo train``, ``trpo tune``, ``trpo eval``, ``trpo presets`` and
-``trpo plot``.
-
-    trpo train ENV_ID_OR_CONFIG_FILE [--total-steps N] [--seed S] [--num-envs K]
-               [--run-dir DIR] [--set key=value ...] [--quiet] [--tensorboard]
-    trpo train --resume RUN_DIR [--total-steps N] [--quiet]
-    trpo tune ENV_ID_OR_CONFIG_FILE [--trials N] [--budget STEPS] [--seeds K] [--jobs J]
-              [--study-dir DIR] [--timeout SECONDS] [--set key=value ...] [--quiet]
-    trpo tune --resume STUDY_DIR [--quiet]
-    trpo eval RUN_DIR [--episodes N] [--json] [--video DIR]
-    trpo presets [ENV_ID]
-    trpo plot RUN_DIR [RUN_DIR ...] [--out FILE.png] [--eval]
-
-Invalid arguments or config values exit with code 2 and one line on stderr naming the
-field and the value.
-"""
+"""The ``trpo`` command: ``train``, ``tune``, ``eval``, ``export``, ``presets`` and ``plot``
+(``trpo COMMAND --help``). Invalid arguments or config values exit with code 2 and one line
+on stderr naming the field and the value."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import pickle
@@ -69,10 +57,9 @@ def _version() -> str:
 
 
 def _positive_int(text: str) -> int:
-    try:
+    value = 0
+    with contextlib.suppress(ValueError):
         value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return value
@@ -157,29 +144,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_fields_help() -> str:
-    """Every config field, its default and its description, for ``trpo train --help``."""
+    """Every config field, its default, description and bounds, for ``trpo train --help``."""
     lines = ["config fields (--set KEY=VALUE):"]
     for key, field in TRPOConfig.model_fields.items():
-        nested = field.annotation
+        nested, fields = field.annotation, {key: field}
         if isinstance(nested, type) and issubclass(nested, BaseModel):
-            for sub_key, sub_field in nested.model_fields.items():
-                lines.append(_field_line(f"{key}.{sub_key}", sub_field))
-        else:
-            lines.append(_field_line(key, field))
+            fields = {f"{key}.{name}": sub for name, sub in nested.model_fields.items()}
+        for name, item in fields.items():
+            default = item.get_default(call_default_factory=True)
+            allowed = _allowed_values(item)
+            lines.append(f"  {name:28s} {item.description} (default: {default!r}{allowed})")
     return "\n".join(lines)
 
 
-def _field_line(name: str, field: FieldInfo) -> str:
-    default = field.get_default(call_default_factory=True)
-    allowed = _allowed_values(field)
-    allowed = f"; {allowed}" if allowed else ""
-    return f"  {name:28s} {field.description} (default: {default!r}{allowed})"
-
-
 def _allowed_values(field: FieldInfo) -> str:
-    """'one of a, b' for Literal fields, '> 0, <= 1' style bounds for numbers, else ''."""
+    """'; one of a, b' for Literal fields, '; > 0, <= 1' style bounds for numbers, else ''."""
     if typing.get_origin(field.annotation) is typing.Literal:
-        return "one of " + ", ".join(map(str, typing.get_args(field.annotation)))
+        return "; one of " + ", ".join(map(str, typing.get_args(field.annotation)))
     symbols = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
     bounds = [
         f"{symbol} {getattr(item, attribute)}"
@@ -187,7 +168,7 @@ def _allowed_values(field: FieldInfo) -> str:
         for attribute, symbol in symbols.items()
         if getattr(item, attribute, None) is not None
     ]
-    return ", ".join(bounds)
+    return "; " + ", ".join(bounds) if bounds else ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -226,13 +207,19 @@ def _load_run(run_dir: str, command: str, device: str | None = None) -> TRPO:
     if not present:
         raise UsageError(f"RUN_DIR = {run_dir!r}: no {MODEL_FILE} in it (has training ended?)")
     steps, errors = {}, {}
-    for path in present:
+    for path in present:  # the step of each model file or checkpoint
         try:
-            steps[path] = _saved_step(path)
+            state = load_plain_file(path)
         except UnsafeCheckpointError as error:  # tampered with: refused, no fallback
             raise UsageError(str(error)) from None
         except CheckpointError as error:
             errors[path] = first_line(error)
+            continue
+        model = state.get("model", state) if isinstance(state, dict) else None
+        if isinstance(model, dict) and model.get("format") == MODEL_FORMAT:
+            steps[path] = int(model["step"])
+        else:
+            errors[path] = f"{str(path)!r} is not an rl TRPO model file ({MODEL_FORMAT})"
     if not steps:
         raise UsageError(next(iter(errors.values())))
     newest = max(steps, key=lambda path: (steps[path], path.name == MODEL_FILE))
@@ -255,26 +242,15 @@ def _load_run(run_dir: str, command: str, device: str | None = None) -> TRPO:
         raise UsageError(f"cannot load {str(newest)!r}: {first_line(error)}") from None
 
 
-def _saved_step(path: Path) -> int:
-    """The step of a model file or checkpoint; CheckpointError if it is neither."""
-    state = load_plain_file(path)
-    model = state.get("model", state) if isinstance(state, dict) else None
-    if not (isinstance(model, dict) and model.get("format") == MODEL_FORMAT):
-        raise CheckpointError(f"{str(path)!r} is not an rl TRPO model file ({MODEL_FORMAT})")
-    return int(model["step"])
-
-
 def _export(args: argparse.Namespace) -> int:
     from rl.export import export_policy  # torch.export / onnx only when asked for
 
-    agent = _load_run(args.run_dir, "export", args.device)
     out = Path(args.out) if args.out else Path(args.run_dir) / f"policy.{args.format}"
-    try:
-        written = export_policy(agent, out, args.format)
-    except ImportError as error:
-        raise UsageError(f"--format {args.format}: {error}") from None
-    finally:
-        agent.close()
+    with contextlib.closing(_load_run(args.run_dir, "export", args.device)) as agent:
+        try:
+            written = export_policy(agent, out, args.format)
+        except ImportError as error:
+            raise UsageError(f"--format {args.format}: {error}") from None
     print(f"wrote {written}")
     return 0
 
@@ -284,15 +260,12 @@ def _eval(args: argparse.Namespace) -> int:
         from rl.video import use_offscreen_rendering
 
         use_offscreen_rendering()  # before the first MuJoCo env is made
-    agent = _load_run(args.run_dir, "eval", args.device)
     episodes = args.episodes or (1 if args.video else 10)
-    try:
+    with contextlib.closing(_load_run(args.run_dir, "eval", args.device)) as agent:
         if args.video:
             stats = _record_video(agent, args.video, episodes)
         else:
             stats = agent.evaluate(episodes=episodes)
-    finally:
-        agent.close()
     if args.json:
         print(json.dumps(stats))
     else:
@@ -318,8 +291,20 @@ def _record_video(agent: TRPO, video_dir: str, episodes: int) -> dict[str, typin
 
 
 def _presets(args: argparse.Namespace) -> int:
-    if args.env_id is not None:
-        return _show_preset(args.env_id)
+    if args.env_id is not None:  # one preset, as loadable YAML
+        preset = find_preset(args.env_id)
+        if preset is None:
+            similar = similar_presets(args.env_id)
+            hint = f"; did you mean {' or '.join(map(repr, similar))}?" if similar else ""
+            names = ", ".join(p.env_id for p in all_presets())
+            raise UsageError(f"ENV_ID = {args.env_id!r}: no preset{hint} (presets: {names})")
+        config = TRPOConfig.from_preset(args.env_id)
+        print(f"# preset {preset.env_id} from rl/presets/{preset.file}")
+        print(f"# source: {preset.source}")
+        if preset.note:
+            print(f"# note: {preset.note}")
+        print(config.to_yaml(), end="")
+        return 0
     presets = all_presets()
     header = f"{'env id':26s} {'steps':>10s} {'envs x steps/env':>17s} {'max_kl':>7s} "
     header += f"{'gamma':>6s} {'lam':>5s} {'normalize':>9s}  file"
@@ -337,24 +322,8 @@ def _presets(args: argparse.Namespace) -> int:
         )
     print("\n* has a note: deviations from its source (trpo presets ENV_ID shows it)")
     print("sources:")
-    for file, source in dict((preset.file, preset.source) for preset in presets).items():
+    for file, source in {preset.file: preset.source for preset in presets}.items():
         print(f"  {file}: {source}")
-    return 0
-
-
-def _show_preset(env_id: str) -> int:
-    preset = find_preset(env_id)
-    if preset is None:
-        similar = similar_presets(env_id)
-        hint = f"; did you mean {' or '.join(map(repr, similar))}?" if similar else ""
-        names = ", ".join(p.env_id for p in all_presets())
-        raise UsageError(f"ENV_ID = {env_id!r}: no preset{hint} (presets: {names})")
-    config = TRPOConfig.from_preset(env_id)
-    print(f"# preset {preset.env_id} from rl/presets/{preset.file}")
-    print(f"# source: {preset.source}")
-    if preset.note:
-        print(f"# note: {preset.note}")
-    print(config.to_yaml(), end="")
     return 0
 
 

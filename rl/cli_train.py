@@ -65,7 +65,7 @@ def train_command(args: argparse.Namespace, make_comm: Callable[[], Comm] = Comm
         raise UsageError("ENV_ID_OR_CONFIG_FILE is required (or --resume RUN_DIR)")
     if args.tensorboard and not tensorboard_available():
         raise UsageError(f"--tensorboard: {TENSORBOARD_HINT}")
-    config, preset, overridden, made_run_dir = _resolve_train_config(args)
+    config, preset_lines, made_run_dir = _resolve_train_config(args)
     try:
         agent = _make_agent(config, make_comm())
     except BaseException:
@@ -74,10 +74,10 @@ def train_command(args: argparse.Namespace, make_comm: Callable[[], Comm] = Comm
                 Path(config.run_dir).rmdir()
         raise
     if not args.quiet:
-        if preset is not None:
-            print(_describe_preset(preset, overridden), flush=True)
-        elif config.env_id is not None and similar_presets(config.env_id):
-            names = " or ".join(similar_presets(config.env_id))
+        if preset_lines is not None:
+            print(preset_lines, flush=True)
+        elif config.env_id is not None and (similar := similar_presets(config.env_id)):
+            names = " or ".join(similar)
             print(f"trpo: no preset for {config.env_id}, plain defaults apply (a preset exists "
                   f"for {names}: trpo presets)", flush=True)  # fmt: skip
         print(f"trpo: training {config.env_id} for {config.total_steps} steps, seed "
@@ -181,15 +181,13 @@ def _checkpoint_warnings_as_lines() -> Iterator[None]:
         yield
 
 
-def _resolve_train_config(
-    args: argparse.Namespace,
-) -> tuple[TRPOConfig, Preset | None, list[str], bool]:
-    """Preset of the env ← config file ← --set ← flags; the config, the preset applied (or
-    None), the preset's settings given other values, and whether the run dir was made here."""
+def _resolve_train_config(args: argparse.Namespace) -> tuple[TRPOConfig, str | None, bool]:
+    """Preset of the env ← config file ← --set ← flags; the config, two lines naming the preset
+    applied, its settings and those given other values (None without a preset), and whether the
+    run dir was made here."""
     flags = {"total_steps": args.total_steps, "seed": args.seed, "num_envs": args.num_envs,
              "run_dir": args.run_dir}  # fmt: skip
     merged, preset, data = config_data(args.target, args.set, flags, args.preset)
-    settings = preset.config if preset is not None else {}
     config = TRPOConfig.from_dict(merged)
     made_run_dir = config.run_dir is None
     if made_run_dir:
@@ -202,16 +200,16 @@ def _resolve_train_config(
         )
     if Path(config.run_dir).exists() and not Path(config.run_dir).is_dir():
         raise UsageError(f"run_dir = {config.run_dir!r} is a file, not a directory")
-    preset_values, given = flatten_dict(settings), flatten_dict(data)
-    overridden = sorted(
-        key for key in preset_values.keys() & given.keys()
-        if _plain_value(given[key]) != _plain_value(preset_values[key])
-    )  # fmt: skip
-    return config, preset, overridden, made_run_dir
-
-
-def _plain_value(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
+    if preset is None:
+        return config, None, made_run_dir
+    settings, given = flatten_dict(preset.config), flatten_dict(data)
+    overridden = sorted(k for k in settings.keys() & given.keys() if given[k] != settings[k])
+    changed = f"; overridden here: {', '.join(overridden)}" if overridden else ""
+    lines = (
+        f"trpo: preset {preset.env_id} (rl/presets/{preset.file}; source: {preset.source})\n"
+        f"      {' '.join(f'{key}={value}' for key, value in settings.items())}{changed}"
+    )
+    return config, lines, made_run_dir
 
 
 def config_data(
@@ -227,30 +225,16 @@ def config_data(
     env_id = data.get("env_id")
     if not isinstance(env_id, str) or not env_id:
         raise UsageError(f"env_id = {env_id!r}: a gymnasium env id is required")
-    _check_env_id(env_id)
-    preset = find_preset(env_id, preset_source)
-    if preset is None and preset_source != "default":
-        raise UsageError(f"--preset {preset_source}: none for env_id = {env_id!r} (trpo presets)")
-    settings = copy.deepcopy(preset.config) if preset is not None else {}
-    return merge_dicts(settings, data), preset, data
-
-
-def _describe_preset(preset: Preset, overridden: list[str]) -> str:
-    """Two lines: which preset applies and from where, then its settings."""
-    settings = " ".join(f"{key}={value}" for key, value in flatten_dict(preset.config).items())
-    changed = f"; overridden here: {', '.join(overridden)}" if overridden else ""
-    return (
-        f"trpo: preset {preset.env_id} (rl/presets/{preset.file}; source: {preset.source})\n"
-        f"      {settings}{changed}"
-    )
-
-
-def _check_env_id(env_id: str) -> None:
     try:
         ensure_registered(env_id)
         gym.spec(env_id)
     except gym.error.Error as error:
         raise UsageError(f"env_id = {env_id!r}: {first_line(error)}") from None
+    preset = find_preset(env_id, preset_source)
+    if preset is None and preset_source != "default":
+        raise UsageError(f"--preset {preset_source}: none for env_id = {env_id!r} (trpo presets)")
+    settings = copy.deepcopy(preset.config) if preset is not None else {}
+    return merge_dicts(settings, data), preset, data
 
 
 def _default_run_dir(env_id: str, seed: int) -> str:
@@ -261,12 +245,11 @@ def _default_run_dir(env_id: str, seed: int) -> str:
     base.parent.mkdir(parents=True, exist_ok=True)
     candidate, suffix = base, 1
     while True:
-        try:
+        with contextlib.suppress(FileExistsError):
             candidate.mkdir()
             return str(candidate)
-        except FileExistsError:
-            suffix += 1
-            candidate = base.with_name(f"{base.name}-{suffix}")
+        suffix += 1
+        candidate = base.with_name(f"{base.name}-{suffix}")
 
 
 def _make_agent(config: TRPOConfig, comm: Comm) -> TRPO:

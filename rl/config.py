@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import json
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -233,8 +234,7 @@ class TRPOConfig(_Frozen):
         ``source="zoo"``: RL Zoo's settings (``rl.presets.find_preset``)."""
         preset = find_preset(env_id, source)
         settings = copy.deepcopy(preset.config) if preset is not None else {}
-        data = merge_dicts({"env_id": env_id}, settings)
-        return cls.from_dict(merge_dicts(data, overrides))
+        return cls.from_dict(merge_dicts({"env_id": env_id, **settings}, overrides))
 
     def with_overrides(self, overrides: Iterable[str] | Mapping[str, Any]) -> TRPOConfig:
         """A new config with ``key=value`` strings (dotted keys for nested fields) or a dict."""
@@ -248,33 +248,24 @@ class TRPOConfig(_Frozen):
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a config mapping from YAML (``yaml.safe_load``), TOML or JSON, by file suffix."""
-    path = Path(path)
-    suffix = path.suffix.lower()
+    path, suffix = Path(path), Path(path).suffix.lower()
     try:
         text = path.read_text()
     except OSError as error:
         raise ConfigError(f"cannot read config file {str(path)!r}: {error.strerror}") from None
+    if suffix not in _LOADERS:
+        raise ConfigError(
+            f"config file {str(path)!r}: unknown suffix {suffix!r} (allowed: {', '.join(_LOADERS)})"
+        )
     try:
-        if suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
-        elif suffix == ".toml":
-            data = _load_toml(text)
-        elif suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise ConfigError(
-                f"config file {str(path)!r}: unknown suffix {suffix!r} "
-                "(allowed: .yaml, .yml, .toml, .json)"
-            )
-    except (yaml.YAMLError, json.JSONDecodeError, ValueError) as error:
-        if isinstance(error, ConfigError):
-            raise
+        data = _LOADERS[suffix](text)
+    except ConfigError:
+        raise
+    except (yaml.YAMLError, ValueError) as error:  # json's and tomllib's errors are ValueErrors
         raise ConfigError(f"config file {str(path)!r} is not valid: {first_line(error)}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
+    if not isinstance(data, dict | None):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of field: value")
-    return data
+    return data or {}
 
 
 def _load_toml(text: str) -> dict[str, Any]:
@@ -288,16 +279,22 @@ def _load_toml(text: str) -> dict[str, Any]:
     return tomllib.loads(text)
 
 
-def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
-    """Turn ``["policy.hidden_sizes=[32,32]", "gamma=0.9"]`` into a nested dict.
+_LOADERS: dict[str, Callable[[str], Any]] = {
+    ".yaml": yaml.safe_load,
+    ".yml": yaml.safe_load,
+    ".toml": _load_toml,
+    ".json": json.loads,
+}
 
-    Values are read as JSON when they parse as JSON, else as YAML scalars/lists, else strings.
-    """
+
+def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
+    """Turn ``["policy.hidden_sizes=[32,32]", "gamma=0.9"]`` into a nested dict; values are read
+    as JSON when they parse as JSON, else as YAML scalars/lists, else strings."""
     result: dict[str, Any] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         key = key.strip()
-        if not sep or not key or any(not part for part in key.split(".")):
+        if not sep or not all(key.split(".")):  # no '=', or an empty (dotted) key
             raise ConfigError(f"override {item!r} must look like key=value (dotted key allowed)")
         *parents, leaf = key.split(".")
         node = result
@@ -311,10 +308,8 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
 
 
 def _parse_value(raw: str) -> Any:
-    try:
+    with contextlib.suppress(json.JSONDecodeError):
         return json.loads(raw)
-    except json.JSONDecodeError:
-        pass
     try:
         return yaml.safe_load(raw) if raw else ""
     except yaml.YAMLError:

@@ -51,11 +51,8 @@ def play_vector_episodes(
     stop_signal: Callable[[], str | None] = lambda: None,
 ) -> dict[str, float]:
     """``episodes`` whole episodes on the sub-envs of ``envs``, one per sub-env per round
-    (round r reset with ``seed + r·num_envs``), each cut after ``step_cap`` steps.
-
-    Raises:
-        rl.errors.EvaluationInterrupted: ``stop_signal()`` named a signal mid-episode.
-    """
+    (round r reset with ``seed + r·num_envs``), each cut after ``step_cap`` steps;
+    EvaluationInterrupted if ``stop_signal()`` names a signal mid-episode."""
     num_envs = envs.num_envs
     returns: list[float] = []
     lengths: list[int] = []

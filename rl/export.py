@@ -1,10 +1,5 @@
-"""Export a trained policy as one file: ONNX, or a ``torch.export`` program (pt2).
-
-The graph is the deterministic policy with the frozen observation normalization folded in,
-from a batch of observations ``(B, *shape)`` (Box: the env's own shape and dtype, images
-included; other spaces flattened as in training, float32 ``(B, flatdim)``) to the actions
-``TRPO.predict(obs)`` gives (clipped to a Box, offset by a Discrete's ``start``).
-"""
+"""Export a trained policy as one file, ONNX or a ``torch.export`` program (pt2): the
+deterministic policy with the observation normalization folded in (README: Export)."""
 
 from __future__ import annotations
 

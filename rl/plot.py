@@ -1,13 +1,9 @@
-"""Learning curves of run directories: return vs env steps and vs wall time (``trpo plot``).
-
-Runs differing only in the seed (or in settings that do not change learning) form a group,
-drawn as its mean ± one standard deviation (on a common grid over the range all cover) over
-thin per-run lines, labelled by env id and the settings that tell groups apart. Drawn on
-matplotlib's Agg canvas directly (no pyplot, no global backend): works headless.
-"""
+"""Learning curves of run directories (``trpo plot``): runs differing only in the seed are drawn
+as their mean ± one std; drawn on matplotlib's Agg canvas directly, so it works headless."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -71,16 +67,14 @@ def read_run(run_dir: str | Path, source: Source = "train") -> RunCurve:
         (METRICS_FILE, "episode_return_mean") if source == "train" else (EVALS_FILE, "mean_return")
     )
     rows = _read_jsonl(run_dir / name)
-    points = [row for row in rows if row.get(key) is not None and row.get("step") is not None]
     seconds = _cumulative_seconds([float(row.get("time") or 0.0) for row in rows])
-    kept_seconds = [s for s, row in zip(seconds, rows, strict=True) if row in points]
-    return RunCurve(
-        run_dir=run_dir,
-        settings=_settings(run_dir),
-        steps=np.array([row["step"] for row in points], dtype=np.float64),
-        seconds=np.array(kept_seconds, dtype=np.float64),
-        returns=np.array([row[key] for row in points], dtype=np.float64),
-    )
+    points = [
+        (row["step"], second, row[key])
+        for row, second in zip(rows, seconds, strict=True)
+        if row.get(key) is not None and row.get("step") is not None
+    ]
+    steps, kept_seconds, returns = np.array(points, dtype=np.float64).reshape(-1, 3).T
+    return RunCurve(run_dir, _settings(run_dir), steps, kept_seconds, returns)
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -88,12 +82,8 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         raise FileNotFoundError(f"{str(path)!r} does not exist")
     rows = []
     for line in path.read_text().splitlines():
-        line = line.strip()
-        if line:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash
+        with contextlib.suppress(json.JSONDecodeError):  # a blank line, or one cut by a crash
+            rows.append(json.loads(line))
     return rows
 
 
@@ -122,17 +112,17 @@ def _settings(run_dir: Path) -> dict[str, Any]:
 
 
 def group_runs(runs: Sequence[RunCurve]) -> list[tuple[str, list[RunCurve]]]:
-    """Runs with equal settings grouped, in first-seen order, each with its label."""
+    """Runs with equal settings grouped, in first-seen order, each labelled by its env id and
+    the (at most four) settings that tell the groups apart."""
     groups: dict[str, list[RunCurve]] = {}
-    keys: dict[str, dict[str, Any]] = {}
     for run in runs:
-        key = repr(sorted(run.settings.items(), key=lambda item: item[0]))
-        groups.setdefault(key, []).append(run)
-        keys[key] = run.settings
-    differing = _differing_keys(list(keys.values()))
+        groups.setdefault(repr(sorted(run.settings.items())), []).append(run)
+    all_settings = [members[0].settings for members in groups.values()]
+    names = sorted(set().union(*all_settings) - {"env_id"})
+    differing = [name for name in names if len({repr(s.get(name)) for s in all_settings}) > 1][:4]
     labelled = []
-    for key, members in groups.items():
-        settings = keys[key]
+    for members in groups.values():
+        settings = members[0].settings
         details = ", ".join(f"{name}={_short(settings.get(name))}" for name in differing)
         label = members[0].env_id + (f" ({details})" if details else "")
         labelled.append((f"{label} [{len(members)} run{'s' if len(members) > 1 else ''}]", members))
@@ -142,13 +132,6 @@ def group_runs(runs: Sequence[RunCurve]) -> list[tuple[str, list[RunCurve]]]:
 def _short(value: Any) -> str:
     """A setting as a legend shows it: floats to 4 significant digits."""
     return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _differing_keys(settings: list[dict[str, Any]]) -> list[str]:
-    if len(settings) < 2:
-        return []
-    names = sorted(set().union(*settings) - {"env_id"})
-    return [name for name in names if len({repr(s.get(name)) for s in settings}) > 1][:4]
 
 
 def _mean_and_std(

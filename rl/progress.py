@@ -30,21 +30,18 @@ __all__ = ["TENSORBOARD_HINT", "Clock", "PlainProgress", "Progress", "ProgressMo
 
 ProgressMode = Literal["auto", "rich", "plain", "quiet", "none"]
 
-# (metrics key, label, format) for the table and the plain line
+# (metrics key, label, short label for the 80-column table, format)
 _FIELDS = (
-    ("episode_return_mean", "return", "{:.1f}"),
-    ("episode_length_mean", "length", "{:.0f}"),
-    ("kl", "kl", "{:.4f}"),
-    ("entropy", "entropy", "{:.3f}"),
-    ("value_loss", "value loss", "{:.3g}"),
-    ("explained_variance", "expl. var", "{:.2f}"),
-    ("backtracks", "backtracks", "{}"),
-    ("accepted", "accepted", "{}"),
-    ("fps", "steps/s", "{:.0f}"),
+    ("episode_return_mean", "return", "return", "{:.1f}"),
+    ("episode_length_mean", "length", "length", "{:.0f}"),
+    ("kl", "kl", "kl", "{:.4f}"),
+    ("entropy", "entropy", "entropy", "{:.3f}"),
+    ("value_loss", "value loss", "v loss", "{:.3g}"),
+    ("explained_variance", "expl. var", "ev", "{:.2f}"),
+    ("backtracks", "backtracks", "backtr", "{}"),
+    ("accepted", "accepted", "accepted", "{}"),
+    ("fps", "steps/s", "steps/s", "{:.0f}"),
 )
-
-
-_SHORT_LABELS = {"value loss": "v loss", "expl. var": "ev", "backtracks": "backtr"}
 
 
 def _format(value: Any, template: str) -> str:
@@ -57,11 +54,10 @@ def _format(value: Any, template: str) -> str:
 
 def summary_line(summary: dict[str, Any]) -> str:
     """``key value`` pairs of the final summary on one line."""
-    parts = [
+    return "done: " + ", ".join(
         f"{key} {_format(value, '{:.2f}' if isinstance(value, float) else '{}')}"
         for key, value in summary.items()
-    ]
-    return "done: " + ", ".join(parts)
+    )
 
 
 class Progress:
@@ -98,7 +94,7 @@ class PlainProgress(QuietProgress):
     def iteration(self, row: dict[str, Any]) -> None:
         fields = " ".join(
             f"{label.replace(' ', '_')} {_format(row.get(key), template)}"
-            for key, label, template in _FIELDS
+            for key, label, _, template in _FIELDS
         )
         line = f"iter {row['iteration']} step {row['step']}/{self.total_steps} {fields}"
         print(line, file=self.stream, flush=True)
@@ -130,12 +126,11 @@ class RichProgress(Progress):
         # Short headers, no edge padding: the whole row fits an 80-column terminal.
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
         table.add_column("iter")
-        for _, label, _ in _FIELDS[:-1]:
-            table.add_column(_SHORT_LABELS.get(label, label), justify="right")
+        for _, _, short, _ in _FIELDS[:-1]:
+            table.add_column(short, justify="right")
         if row:
-            table.add_row(
-                str(row["iteration"]), *(_format(row.get(key), tpl) for key, _, tpl in _FIELDS[:-1])
-            )
+            cells = (_format(row.get(key), template) for key, _, _, template in _FIELDS[:-1])
+            table.add_row(str(row["iteration"]), *cells)
         last = self.last_eval
         if last is not None:
             mean, std = last["mean_return"], last["std_return"]
@@ -196,8 +191,7 @@ class Clock:
             self.paused_seconds += time.perf_counter() - pause_start
 
     def rates(self, step: int) -> dict[str, float]:
-        elapsed = self.elapsed()
-        training_seconds = max(elapsed - self.paused_seconds, 1e-9)
+        training_seconds = max(self.elapsed() - self.paused_seconds, 1e-9)
         return {"fps": (step - self.start_step) / training_seconds, "time": self.time()}
 
     def time(self) -> float:

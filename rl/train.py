@@ -1,15 +1,6 @@
-"""``torchrun --nproc-per-node K -m rl.train ARGS``: one TRPO run on K processes.
-
-ARGS are those of ``trpo train``. Each rank runs the config's envs and steps, so an
-iteration learns from K times the config's batch (``total_steps``: all ranks' steps); rank 0
-prints and writes the run directory (docs/distributed.md).
-
-    torchrun --standalone --nproc-per-node 2 -m rl.train HalfCheetah-v5 --run-dir runs/hc2
-    torchrun --standalone --nproc-per-node 2 -m rl.train --resume runs/hc2
-    # several machines: the same command on each, with its --node-rank
-    torchrun --nnodes 8 --nproc-per-node 8 --node-rank N --rdzv-backend c10d \\
-        --rdzv-endpoint HOST:29400 --rdzv-id hc -m rl.train HalfCheetah-v5 --run-dir runs/hc64
-"""
+"""``torchrun --nproc-per-node K -m rl.train ARGS``: one TRPO run on K processes; ARGS are
+those of ``trpo train``. Each rank runs the config's envs, rank 0 prints and writes the run
+directory (docs/distributed.md: the commands, several machines included)."""
 
 from __future__ import annotations
 
@@ -18,7 +9,7 @@ import contextlib
 import functools
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch.distributed as dist
@@ -56,7 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"rl.train: error: {restart_error}", file=sys.stderr)
             code = USAGE_ERROR
             return code
-        with _stdout_silenced(rank != 0):
+        with contextlib.ExitStack() as stack:
+            if rank != 0:  # stdout to /dev/null; stderr, with any error, stays
+                devnull = stack.enter_context(open(os.devnull, "w"))
+                stack.enter_context(contextlib.redirect_stdout(devnull))
             if not args.quiet:
                 print(f"rl.train: {world_size} ranks ({dist.get_backend()}), each with its own "
                       f"envs: an iteration learns from {world_size} x steps_per_iteration "
@@ -101,16 +95,6 @@ def _run_dir_of(args: argparse.Namespace) -> str | None:
     data = read_config_file(target) if target is not None and target.is_file() else {}
     run_dir = merge_dicts(data, parse_overrides(args.set)).get("run_dir")
     return str(run_dir) if run_dir else None
-
-
-@contextlib.contextmanager
-def _stdout_silenced(silenced: bool) -> Iterator[None]:
-    """Send stdout to /dev/null when ``silenced`` (stderr, with any error, stays)."""
-    if not silenced:
-        yield
-        return
-    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-        yield
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,23 +1,10 @@
-"""Tuned settings per environment, kept as data: the YAML files beside this module.
-
-Each file holds ``source`` (where its numbers come from) and ``presets``: a mapping from a
-gymnasium env id (or a glob pattern such as ``ALE/*-v5``) to ``config`` (TRPOConfig fields,
-nested groups as nested mappings) and an optional ``note`` (deviations from the source and
-why). Exact ids win over patterns; patterns are tried in file order. ``source="zoo"`` keeps to
-the files whose numbers come from RL Baselines3 Zoo (today every default preset but
-Atari's); tuned presets will replace the default ones, and the zoo's stay reachable.
-``TRPOConfig`` validates a preset when it is used (``TRPOConfig.from_preset``); the tests
-validate every one.
-
-Example:
-    >>> find_preset("HalfCheetah-v5").config["max_kl"]
-    0.24
-    >>> find_preset("ALE/Pong-v5").env_id
-    'ALE/*-v5'
-"""
+"""Tuned settings per environment, kept as data: the YAML files beside this module (their
+format: docs/architecture.md, Presets). ``TRPOConfig.from_preset`` validates a preset when it
+is used; the tests validate every one."""
 
 from __future__ import annotations
 
+import copy
 import difflib
 import fnmatch
 import functools
@@ -48,15 +35,8 @@ class PresetFileError(ValueError):
 
 @dataclass(frozen=True)
 class Preset:
-    """One entry of a preset file.
-
-    Attributes:
-        env_id (str): the gymnasium env id, or a glob pattern (``ALE/*-v5``).
-        config (dict): TRPOConfig fields, unvalidated (``TRPOConfig.from_preset`` validates).
-        source (str): where the settings come from (the file's ``source``).
-        file (str): the preset file's name, e.g. ``mujoco.yaml``.
-        note (str, optional): deviations from the source and their reasons.
-    """
+    """One entry of a preset file: the env id or glob pattern (``ALE/*-v5``), its TRPOConfig
+    fields (unvalidated), the file's ``source``, the file's name and the entry's ``note``."""
 
     env_id: str
     config: dict[str, Any] = field(repr=False)
@@ -69,9 +49,7 @@ class Preset:
         return any(char in self.env_id for char in "*?[")
 
     def matches(self, env_id: str) -> bool:
-        return env_id == self.env_id or (
-            self.is_pattern and fnmatch.fnmatchcase(env_id, self.env_id)
-        )
+        return env_id == self.env_id or fnmatch.fnmatchcase(env_id, self.env_id)
 
 
 @functools.cache
@@ -100,15 +78,12 @@ def find_preset(env_id: str, source: str = "default") -> Preset | None:
         raise ValueError(
             f"Invalid preset source: {source!r} (allowed: {', '.join(PRESET_SOURCES)})"
         )
-    presets = tuple(
+    presets = [
         preset
         for preset in all_presets()
-        if source == "default" or preset.source.startswith(_ZOO_SOURCE)
-    )
-    for preset in presets:
-        if preset.env_id == env_id:
-            return preset
-    return next((preset for preset in presets if preset.matches(env_id)), None)
+        if (source == "default" or preset.source.startswith(_ZOO_SOURCE)) and preset.matches(env_id)
+    ]
+    return min(presets, key=lambda preset: preset.env_id != env_id, default=None)  # exact first
 
 
 def similar_presets(env_id: str, count: int = 3) -> list[str]:
@@ -147,15 +122,7 @@ def _read_entry(name: str, source: str, env_id: Any, entry: Any) -> Preset:
     note = entry.get("note")
     if note is not None and not isinstance(note, str):
         raise PresetFileError(f"{where}: 'note' must be a string")
-    config = _plain(entry["config"])
+    config = copy.deepcopy(dict(entry["config"]))  # YAML anchors may share nested values
     if "env_id" in config:
         raise PresetFileError(f"{where}: 'config' must not set env_id (the key names the env)")
     return Preset(env_id, config, source, name, " ".join(note.split()) if note else None)
-
-
-def _plain(mapping: Mapping[str, Any]) -> dict[str, Any]:
-    """A deep copy as plain dicts (YAML merge keys ``<<`` are already resolved by the loader)."""
-    return {
-        key: _plain(value) if isinstance(value, Mapping) else value
-        for key, value in mapping.items()
-    }
