@@ -2,14 +2,16 @@
 adopting a tuned preset (1M steps, 5 held-out seeds, deterministic evaluation of 10 episodes
 at 100k, 300k and 1M).
 
-    python benchmarks/heldout.py STUDY_DIR [--seeds 5] [--steps 1000000] [--jobs 2]
-        [--out DIR] [--zoo]
+    python benchmarks/heldout.py STUDY_DIR [--seeds 5] [--first-seed 0] [--steps 1000000]
+        [--jobs 2] [--out DIR] [--zoo | --variants tuned zoo] [--set KEY=VALUE ...]
 
-Trains ``STUDY_DIR/best.yaml`` (with ``--zoo``: also ``--preset zoo`` for the same env, on the
-same seeds) with ``trpo train`` on the first ``--seeds`` seeds not in the study's
-``seeds_used``, ``--jobs`` runs at a time (one torch thread each), into ``--out`` (default
-``STUDY_DIR/heldout``); a run already finished there is not trained again. Prints the
-deterministic evaluation return at each checkpoint step, per seed and mean.
+Trains ``STUDY_DIR/best.yaml`` ("tuned"; "zoo": ``--preset zoo`` for the same env, on the
+same seeds) with ``trpo train`` on the first ``--seeds`` seeds from ``--first-seed`` on that
+are not in the study's ``seeds_used``, ``--jobs`` runs at a time (one torch thread each),
+into ``--out`` (default ``STUDY_DIR/heldout``); a run already finished there is not trained
+again. ``--set`` goes to every run (``value_fit_in_background=false``: one core per run, the
+same numbers). Prints the deterministic evaluation return at each checkpoint step, per seed
+and mean.
 """
 
 from __future__ import annotations
@@ -57,20 +59,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study_dir", type=Path)
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=1_000_000)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--zoo", action="store_true", help="also RL Zoo's preset")
+    parser.add_argument("--variants", nargs="+", choices=("tuned", "zoo"), default=None)
+    parser.add_argument("--set", nargs="*", default=[], help="KEY=VALUE for every run")
     args = parser.parse_args()
     best = args.study_dir / "best.yaml"
     env_id = yaml.safe_load(best.read_text())["env_id"]
     used = set(tuning_seeds(args.study_dir))
-    seeds = [seed for seed in range(args.seeds + len(used)) if seed not in used][: args.seeds]
+    candidates = range(args.first_seed, args.first_seed + args.seeds + len(used))
+    seeds = [seed for seed in candidates if seed not in used][: args.seeds]
     out = args.out or args.study_dir / "heldout"
     out.mkdir(parents=True, exist_ok=True)
-    variants = {"tuned": [str(best)]}
-    if args.zoo:
-        variants["zoo"] = [env_id, "--preset", "zoo"]
+    chosen = args.variants or (["tuned", "zoo"] if args.zoo else ["tuned"])
+    targets = {"tuned": [str(best)], "zoo": [env_id, "--preset", "zoo"]}
+    variants = {name: targets[name] for name in chosen}
     jobs = []
     for name, target in variants.items():
         for seed in seeds:
@@ -79,6 +85,7 @@ def main() -> None:
                 sys.executable, "-m", "rl.cli", "train", *target, "--seed", str(seed),
                 "--total-steps", str(args.steps), "--run-dir", str(run_dir), "--quiet",
                 "--set", "eval_every=100000", "--set", "eval_episodes=10",
+                *(item for pair in args.set for item in ("--set", pair)),
             ]  # fmt: skip
             jobs.append((command, run_dir))
     with ThreadPoolExecutor(args.jobs) as pool:

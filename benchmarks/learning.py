@@ -14,6 +14,7 @@ time (evaluations excluded) each library's mean curve needs to first reach sb3's
     python benchmarks/learning.py --libraries ours --set step_scaling=fisher --out R  # ablation
     python benchmarks/learning.py --summary-only --out R --sb3-out S --plot fig.png
     python benchmarks/learning.py --variants preset=R1 fvp=hessian=R2 --sb3-out S  # ablations
+    python benchmarks/learning.py --libraries ours --preset default --out R  # tuned presets
 
 ``--sb3-out`` reads sb3-contrib's runs from another results directory (run once, compared
 with several of ours). ``--sb3-anchor`` adds the sb3-contrib returns after 1M steps measured
@@ -47,7 +48,13 @@ SB3_ANCHOR = {
 
 
 def run_one(
-    library: str, task: str, seed: int, steps: int, out: Path, overrides: list[str]
+    library: str,
+    task: str,
+    seed: int,
+    steps: int,
+    out: Path,
+    overrides: list[str],
+    preset: str = "zoo",
 ) -> dict:
     run_dir = out / library / task / f"seed{seed}"
     result_file = run_dir / "result.json"
@@ -58,7 +65,7 @@ def run_one(
               "--eval-every", "50000", "--eval-episodes", "10"]  # fmt: skip
     if library == "ours":
         command = [sys.executable, str(HERE / "_ours_runner.py"), *common, "--run-dir",
-                   str(run_dir), "--set", *overrides]  # fmt: skip
+                   str(run_dir), "--preset", preset, "--set", *overrides]  # fmt: skip
     else:
         command = [sys.executable, str(HERE / "_sb3_runner.py"), *common, "--out",
                    str(run_dir / "evals.jsonl")]  # fmt: skip
@@ -243,6 +250,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/learning"))
     parser.add_argument("--sb3-out", type=Path, default=None, help="sb3 runs (default: --out)")
     parser.add_argument("--set", nargs="*", default=[], help="our config overrides key=value")
+    parser.add_argument(
+        "--preset",
+        choices=("zoo", "default"),
+        default="zoo",
+        help="ours at RL Zoo's settings (as sb3) or our default (tuned) presets",
+    )
     parser.add_argument("--sb3-anchor", action="store_true")
     parser.add_argument("--summary-only", action="store_true")
     parser.add_argument("--plot", type=Path, default=None, help="write the curves' figure")
@@ -258,7 +271,10 @@ def main() -> None:
         jobs = [(lib, task, seed) for seed in args.seeds for task in args.tasks
                 for lib in args.libraries]  # fmt: skip
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            futures = [pool.submit(run_one, *job, args.steps, args.out, args.set) for job in jobs]
+            futures = [
+                pool.submit(run_one, *job, args.steps, args.out, args.set, args.preset)
+                for job in jobs
+            ]
             for future in futures:
                 future.result()
     text, ours, sb3 = summary(args.out, args.sb3_out or args.out, args.tasks, args.sb3_anchor)

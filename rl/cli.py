@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="any config field, dotted for nested ones (repeatable)")  # fmt: skip
     train.add_argument("--quiet", action="store_true", help="print only the final summary")
     train.add_argument("--preset", choices=PRESET_SOURCES, default="default",
-                       help="ours or RL Zoo's settings")  # fmt: skip
+                       help="ours (tuned where a study did better) or RL Zoo's")  # fmt: skip
     train.add_argument("--tensorboard", action="store_true",
                        help="also log metrics to RUN_DIR/tensorboard (needs: pip install "
                        "tensorboard)")  # fmt: skip
@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     presets = commands.add_parser("presets", help="list the built-in tuned settings")
     presets.add_argument("env_id", metavar="ENV_ID", nargs="?",
                          help="show this env's full preset config")  # fmt: skip
+    presets.add_argument("--preset", choices=PRESET_SOURCES, default="default",
+                         help="ours (tuned where a study found better) or RL Zoo's")  # fmt: skip
     presets.set_defaults(handler=_presets)
 
     plot = commands.add_parser("plot", help="draw return vs env steps and vs wall time of runs "
@@ -292,35 +294,38 @@ def _record_video(agent: TRPO, video_dir: str, episodes: int) -> dict[str, typin
 
 def _presets(args: argparse.Namespace) -> int:
     if args.env_id is not None:  # one preset, as loadable YAML
-        preset = find_preset(args.env_id)
+        preset = find_preset(args.env_id, args.preset)
         if preset is None:
             similar = similar_presets(args.env_id)
             hint = f"; did you mean {' or '.join(map(repr, similar))}?" if similar else ""
             names = ", ".join(p.env_id for p in all_presets())
             raise UsageError(f"ENV_ID = {args.env_id!r}: no preset{hint} (presets: {names})")
-        config = TRPOConfig.from_preset(args.env_id)
+        config = TRPOConfig.from_preset(args.env_id, source=args.preset)
         print(f"# preset {preset.env_id} from rl/presets/{preset.file}")
         print(f"# source: {preset.source}")
         if preset.note:
             print(f"# note: {preset.note}")
         print(config.to_yaml(), end="")
         return 0
-    presets = all_presets()
+    ids = dict.fromkeys(preset.env_id for preset in all_presets())  # in file order
+    presets = [p for i in ids if (p := find_preset(i, args.preset)) and p.env_id == i]
     header = f"{'env id':26s} {'steps':>10s} {'envs x steps/env':>17s} {'max_kl':>7s} "
     header += f"{'gamma':>6s} {'lam':>5s} {'normalize':>9s}  file"
     print(header)
     for preset in presets:
-        config = TRPOConfig.from_preset(preset.env_id)
+        config = TRPOConfig.from_preset(preset.env_id, source=args.preset)
         normalize = "obs+rew" if config.normalize_observations else "-"
         if config.normalize_rewards and not config.normalize_observations:
             normalize = "rew"
         mark = "*" if preset.note else " "
         print(
             f"{preset.env_id + mark:26s} {config.total_steps:>10,d} "
-            f"{f'{config.num_envs} x {config.steps_per_env}':>17s} {config.max_kl:>7g} "
-            f"{config.gamma:>6g} {config.lam:>5g} {normalize:>9s}  {preset.file}"
+            f"{f'{config.num_envs} x {config.steps_per_env}':>17s} {config.max_kl:>7.4g} "
+            f"{config.gamma:>6.4g} {config.lam:>5.3g} {normalize:>9s}  {preset.file}"
         )
     print("\n* has a note: deviations from its source (trpo presets ENV_ID shows it)")
+    if tuned := [p.env_id for p in presets if not p.is_zoo and find_preset(p.env_id, "zoo")]:
+        print(f"tuned here: {', '.join(tuned)} (RL Zoo's settings: trpo presets --preset zoo)")
     print("sources:")
     for file, source in {preset.file: preset.source for preset in presets}.items():
         print(f"  {file}: {source}")

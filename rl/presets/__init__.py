@@ -45,6 +45,11 @@ class Preset:
     note: str | None = None
 
     @property
+    def is_zoo(self) -> bool:
+        """Whether the settings are RL Zoo's (``source="zoo"``), not tuned here."""
+        return self.source.startswith(_ZOO_SOURCE)
+
+    @property
     def is_pattern(self) -> bool:
         return any(char in self.env_id for char in "*?[")
 
@@ -60,20 +65,21 @@ def all_presets() -> tuple[Preset, ...]:
     for entry in sorted(directory.iterdir(), key=lambda item: item.name):
         if entry.name.endswith(".yaml"):
             presets += _read_preset_file(entry.name, entry.read_text(encoding="utf-8"))
-    seen: dict[str, str] = {}
+    seen: dict[tuple[str, bool], str] = {}  # an env id once among RL Zoo's, once among ours
     for preset in presets:
-        if preset.env_id in seen:
+        key = (preset.env_id, preset.is_zoo)
+        if key in seen:
             raise PresetFileError(
-                f"preset {preset.env_id!r} is defined in both {seen[preset.env_id]} "
-                f"and {preset.file}"
+                f"preset {preset.env_id!r} is defined in both {seen[key]} and {preset.file}"
             )
-        seen[preset.env_id] = preset.file
+        seen[key] = preset.file
     return tuple(presets)
 
 
 def find_preset(env_id: str, source: str = "default") -> Preset | None:
     """The preset for ``env_id``: its exact entry, else the first matching pattern, else None.
-    ``source``: ``"default"`` (the presets ``trpo train`` applies) or ``"zoo"`` (RL Zoo's)."""
+    ``source``: ``"default"`` (the presets ``trpo train`` applies: a tuned one, rl/presets/
+    tuned.yaml, before RL Zoo's) or ``"zoo"`` (RL Zoo's only)."""
     if source not in PRESET_SOURCES:
         raise ValueError(
             f"Invalid preset source: {source!r} (allowed: {', '.join(PRESET_SOURCES)})"
@@ -81,15 +87,16 @@ def find_preset(env_id: str, source: str = "default") -> Preset | None:
     presets = [
         preset
         for preset in all_presets()
-        if (source == "default" or preset.source.startswith(_ZOO_SOURCE)) and preset.matches(env_id)
+        if (source == "default" or preset.is_zoo) and preset.matches(env_id)
     ]
-    return min(presets, key=lambda preset: preset.env_id != env_id, default=None)  # exact first
+    # exact ids before patterns, ours before RL Zoo's; else in file order
+    return min(presets, key=lambda preset: (preset.env_id != env_id, preset.is_zoo), default=None)
 
 
 def similar_presets(env_id: str, count: int = 3) -> list[str]:
     """Env ids of the presets closest to ``env_id`` (another version first: HalfCheetah-v4 ->
     HalfCheetah-v5), for "did you mean" messages."""
-    names = [preset.env_id for preset in all_presets()]
+    names = list(dict.fromkeys(preset.env_id for preset in all_presets()))
     base = env_id.rsplit("-v", 1)[0]
     versions = [name for name in names if name.rsplit("-v", 1)[0] == base]
     close = difflib.get_close_matches(env_id, names, n=count, cutoff=0.6)

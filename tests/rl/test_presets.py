@@ -56,7 +56,7 @@ def test_gsde_presets_say_so():
 
 
 def test_values_carry_the_sources_settings():
-    cheetah = TRPOConfig.from_preset("HalfCheetah-v5")
+    cheetah = TRPOConfig.from_preset("HalfCheetah-v5", source="zoo")
     assert (cheetah.max_kl, cheetah.cg_iters, cheetah.value.epochs) == (0.24, 25, 20)
     assert cheetah.normalize_observations and cheetah.normalize_rewards
     assert TRPOConfig.from_preset("Hopper-v5").max_kl == 0.01  # measured better (its note)
@@ -125,8 +125,13 @@ def test_cli_lists_every_preset_with_its_source(capsys):
 def test_cli_shows_one_preset_as_loadable_yaml(capsys):
     assert main(["presets", "HalfCheetah-v5"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("# preset HalfCheetah-v5 from rl/presets/mujoco.yaml")
+    assert out.startswith("# preset HalfCheetah-v5 from rl/presets/tuned.yaml")
     assert TRPOConfig.from_dict(yaml.safe_load(out)) == TRPOConfig.from_preset("HalfCheetah-v5")
+    assert main(["presets", "HalfCheetah-v5", "--preset", "zoo"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# preset HalfCheetah-v5 from rl/presets/mujoco.yaml")
+    zoo = TRPOConfig.from_preset("HalfCheetah-v5", source="zoo")
+    assert TRPOConfig.from_dict(yaml.safe_load(out)) == zoo
     assert main(["presets", "Nope-v0"]) == 2
     assert "ENV_ID = 'Nope-v0': no preset" in capsys.readouterr().err
 
@@ -171,13 +176,13 @@ def test_continuous_presets_state_the_zoo_kl_and_damping_in_the_measured_units(e
     env.close()
     scale = dimensions if env_id in IN_SB3_UNITS else 1
     target_kl, cg_damping = ZOO_KL_AND_DAMPING[env_id]
-    config = TRPOConfig.from_preset(env_id)
+    config = TRPOConfig.from_preset(env_id, source="zoo")
     assert config.max_kl == pytest.approx(target_kl * scale, rel=1e-12)
     assert config.damping == pytest.approx(cg_damping * scale, rel=1e-12)
 
 
-def test_zoo_source_gives_rl_zoos_settings_which_are_todays_presets(tmp_path, capsys) -> None:
-    for env_id in ("CartPole-v1", "HalfCheetah-v5"):
+def test_zoo_source_gives_rl_zoos_settings_where_no_study_did_better(tmp_path, capsys) -> None:
+    for env_id in ("CartPole-v1", "Walker2d-v5"):
         assert TRPOConfig.from_preset(env_id, source="zoo") == TRPOConfig.from_preset(env_id)
     assert find_preset("ALE/Pong-v5", "zoo") is None  # OpenAI Baselines' numbers
     assert main(["train", "CartPole-v1", "--preset", "zoo", "--total-steps", "64", "--quiet",
@@ -186,3 +191,52 @@ def test_zoo_source_gives_rl_zoos_settings_which_are_todays_presets(tmp_path, ca
     assert "--preset zoo: none for env_id = 'ALE/Pong-v5'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="Invalid preset source: 'mine'"):
         find_preset("CartPole-v1", "mine")
+
+
+def test_a_tuned_preset_is_the_default_and_rl_zoos_stays_reachable(capsys) -> None:
+    tuned, zoo = find_preset("HalfCheetah-v5"), find_preset("HalfCheetah-v5", "zoo")
+    assert (tuned.file, zoo.file) == ("tuned.yaml", "mujoco.yaml")
+    assert not tuned.is_zoo and zoo.is_zoo
+    assert "trial 16" in tuned.note and "seeds 0-2" in tuned.note  # cites its study
+    config = TRPOConfig.from_preset("HalfCheetah-v5")
+    assert (config.steps_per_iteration, config.cg_iters, config.value.epochs) == (4096, 28, 15)
+    assert config.max_kl == pytest.approx(0.588, abs=1e-3)
+    assert TRPOConfig.from_preset("HalfCheetah-v5", source="zoo").max_kl == 0.24
+    assert main(["presets"]) == 0  # one row per env id: the default
+    rows = [line for line in capsys.readouterr().out.splitlines() if "HalfCheetah" in line]
+    assert len(rows) == 2 and rows[0].endswith("tuned.yaml")
+    assert rows[1].startswith("tuned here: HalfCheetah-v5")
+    assert main(["presets", "--preset", "zoo"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "HalfCheetah" in line]
+    assert len(rows) == 1 and rows[0].endswith("mujoco.yaml")
+
+
+def test_an_env_id_may_be_tuned_once_and_zoo_once_but_not_twice_in_either(monkeypatch) -> None:
+    import rl.presets
+
+    zoo = "source: RL Baselines3 Zoo, x\npresets:\n  X-v0: {config: {gamma: 0.9}}\n"
+    ours = "source: a study\npresets:\n  X-v0: {config: {gamma: 0.8}}\n"
+    files = {"a.yaml": zoo, "b.yaml": ours}
+
+    class Entry:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def read_text(self, encoding: str) -> str:
+            return files[self.name]
+
+    class Directory:
+        def iterdir(self):
+            return [Entry(name) for name in files]
+
+    monkeypatch.setattr(rl.presets.resources, "files", lambda _: Directory())
+    rl.presets.all_presets.cache_clear()
+    try:
+        assert find_preset("X-v0").config["gamma"] == 0.8
+        assert find_preset("X-v0", "zoo").config["gamma"] == 0.9
+        files["c.yaml"] = ours
+        rl.presets.all_presets.cache_clear()
+        with pytest.raises(PresetFileError, match=r"'X-v0' is defined in both b\.yaml and c\.yaml"):
+            all_presets()
+    finally:
+        rl.presets.all_presets.cache_clear()
