@@ -35,16 +35,11 @@ ALL_RUN_FILES = (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE, MODEL_FILE, CONFIG_F
 
 def json_line(row: dict[str, Any]) -> str:
     """Strict JSON (NaN and infinities become null) on one line."""
-    clean = {key: _finite_or_none(value) for key, value in row.items()}
+    clean = {}
+    for key, value in row.items():
+        value = value.item() if isinstance(value, np.generic) else value
+        clean[key] = None if isinstance(value, float) and not math.isfinite(value) else value
     return json.dumps(clean, allow_nan=False)
-
-
-def _finite_or_none(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -107,15 +102,14 @@ class RunFiles:
         kept, unreadable = [], []
         for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
             try:
-                row = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
+                line = raw.decode("utf-8")
+                row = json.loads(line)
+            except ValueError:  # UnicodeDecodeError, json.JSONDecodeError
                 row = None
-            if not isinstance(row, dict):
-                if raw.strip():
-                    unreadable.append(number)
-                continue
-            if keep(row):
-                kept.append(raw.decode("utf-8") + "\n")
+            if isinstance(row, dict) and keep(row):
+                kept.append(line + "\n")
+            elif not isinstance(row, dict) and raw.strip():
+                unreadable.append(number)
         with self._writing(f"rewrite {name} in"):
             atomic_write_text(path, "".join(kept))
         if not unreadable:
@@ -137,12 +131,8 @@ class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
 
 def atomic_torch_save(state: Any, path: str | Path, previous: str | Path | None = None) -> None:
     """``torch.save`` to a temporary file beside ``path``, fsync it, then rename it over
-    ``path`` (with ``previous``, the file ``path`` held is first kept as ``previous``).
-
-    A crash (even SIGKILL) at any point leaves ``path`` (and ``previous``) old or new and
-    complete, at worst a ``.NAME.*.tmp`` file (``remove_stale_temporaries``); an error
-    (e.g. ENOSPC) removes the temporary file and re-raises.
-    """
+    ``path`` (with ``previous``, the file ``path`` held is first kept as ``previous``): a
+    crash leaves each old or new and complete (docs/checkpoints.md)."""
     _atomic_write(Path(path), lambda file: torch.save(state, file), previous)
 
 
@@ -215,10 +205,8 @@ def writer_tag() -> str:
 def _writer_alive(tag: str) -> bool:
     """Whether writer ``tag`` (HOST-PID, or an old bare PID) may still write (if unsure)."""
     host, _, pid = tag.rpartition("-")
-    if host and host != writer_tag().rpartition("-")[0]:
-        return True  # another node's process: its id says nothing here
-    if not pid.isdigit():
-        return True
+    if (host and host != writer_tag().rpartition("-")[0]) or not pid.isdigit():
+        return True  # another node's process (its id says nothing here), or no id
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -230,16 +218,12 @@ def _writer_alive(tag: str) -> bool:
 
 def _fsync_directory(directory: Path) -> None:
     """Make the renames durable (POSIX); a no-op where directories cannot be opened."""
-    try:
+    with contextlib.suppress(OSError):
         descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 def load_plain_file(path: str | Path) -> Any:
