@@ -28,10 +28,8 @@ __all__ = ["EpisodeRecorder", "RecordingFactory", "capture_env_state", "plain_da
 
 def plain_data(value: Any) -> Any:
     """numpy arrays and scalars inside an RNG state as lists and Python numbers."""
-    if isinstance(value, np.ndarray):
+    if isinstance(value, np.ndarray | np.generic):
         return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
     if isinstance(value, Mapping):
         return {key: plain_data(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
@@ -75,15 +73,7 @@ def _restore_emulator_state(env: gym.Env, state: torch.Tensor) -> None:
 
 class EpisodeRecorder(gym.Wrapper):
     """Keeps how the current episode began and the actions since, to replay it on resume:
-    ``replay_request`` set to an ``episode_record()`` then ``replay()``.
-
-        >>> env = EpisodeRecorder(gym.make("CartPole-v1"))
-        >>> _ = env.reset(seed=3); _ = env.step(1)
-        >>> twin = EpisodeRecorder(gym.make("CartPole-v1"))
-        >>> twin.replay_request = env.episode_record()
-        >>> twin.replay()
-        True
-    """
+    ``twin.replay_request = env.episode_record()``, then ``twin.replay()`` is True."""
 
     MAX_REPLAY_ACTIONS = 100_000  # per episode: memory, checkpoint size and replay time
 
