@@ -80,9 +80,8 @@ class EpisodeRecorder(gym.Wrapper):
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
         self.replayable = True  # False once the episode outgrew MAX_REPLAY_ACTIONS
-        self.episode_seed: int | None = None
-        self.episode_rng_state: dict[str, Any] | None = None
-        self.episode_emulator_state: torch.Tensor | None = None
+        # the reset's seed, else the env's np_random state and the ALE emulator's before it
+        self.episode_start: dict[str, Any] = dict.fromkeys(("seed", "rng_state", "emulator_state"))
         self.episode_actions: list[Any] = []
         self.episode_over = False
         self.reset_pending = False
@@ -90,12 +89,12 @@ class EpisodeRecorder(gym.Wrapper):
         self._last_observation: Any = None
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        self.episode_seed = seed
         unseeded = seed is None
-        self.episode_rng_state = (
-            _generator_state(self.env.unwrapped.np_random) if unseeded else None
-        )
-        self.episode_emulator_state = _emulator_state(self.env) if unseeded else None
+        self.episode_start = {
+            "seed": seed,
+            "rng_state": _generator_state(self.env.unwrapped.np_random) if unseeded else None,
+            "emulator_state": _emulator_state(self.env) if unseeded else None,
+        }
         self.episode_actions = []
         self.replayable = True
         self.episode_over = self.reset_pending = False
@@ -128,9 +127,7 @@ class EpisodeRecorder(gym.Wrapper):
                 )
             actions = torch.from_numpy(stacked)
         return {
-            "seed": self.episode_seed,
-            "rng_state": self.episode_rng_state,
-            "emulator_state": self.episode_emulator_state,
+            **self.episode_start,
             "actions": actions,
             "episode_over": self.episode_over or self.reset_pending,
             "observation_digest": _digest(self._last_observation),
@@ -155,8 +152,7 @@ class EpisodeRecorder(gym.Wrapper):
             observation, *_ = self.env.step(action)
         self.replayable = bool(record.get("replayable", True))
         self.env.action_space.np_random.bit_generator.state = dict(record["action_space_rng"])
-        self.episode_seed, self.episode_rng_state = record["seed"], record["rng_state"]
-        self.episode_emulator_state = record["emulator_state"]
+        self.episode_start = {key: record[key] for key in self.episode_start}
         self.episode_actions = actions
         self.episode_over = self.reset_pending = bool(record["episode_over"])
         self._last_observation = observation
