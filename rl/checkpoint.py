@@ -125,19 +125,13 @@ def check_resumable(saved: Mapping[str, Any], config: TRPOConfig) -> list[str]:
 def check_world_size(checkpoint: Mapping[str, Any], run_dir: str | Path, world_size: int) -> None:
     """CheckpointError unless ``checkpoint`` comes from a job of ``world_size`` ranks."""
     saved = int(checkpoint.get("world_size", 1))
-    if saved == world_size:
-        return
-    resume = (
-        f"trpo train --resume {run_dir}"
-        if saved == 1
-        else f"{saved} ranks in all, e.g. torchrun --nproc-per-node {saved} -m rl.train "
-        f"--resume {run_dir}"
-    )
-    raise CheckpointError(
-        f"the checkpoint in {str(run_dir)!r} was written by a job of {saved} rank(s) and "
-        f"this job has {world_size}: each rank resumes its own envs, so continue it with "
-        f"{resume}"
-    )
+    command = f"{saved} ranks in all, e.g. torchrun --nproc-per-node {saved} -m rl.train"
+    if saved != world_size:
+        raise CheckpointError(
+            f"the checkpoint in {str(run_dir)!r} was written by a job of {saved} rank(s) and "
+            f"this job has {world_size}: each rank resumes its own envs, so continue it with "
+            f"{'trpo train' if saved == 1 else command} --resume {run_dir}"
+        )
 
 
 def build_checkpoint(
@@ -290,12 +284,11 @@ class Checkpointer:
             "last_evaluation": self.state.last_evaluation,
         }
 
-    def write(self, snapshot: Mapping[str, Any] | None) -> Path:
+    def write(self, snapshot: Mapping[str, Any] | None) -> None:
         """Write the checkpoint of ``snapshot`` (main rank; nothing for None);
         CheckpointWriteError if the file system refuses (the old ones stay intact)."""
-        path = self.directory / CHECKPOINT_FILE
         if snapshot is None:
-            return path
+            return
         if self.comm.is_main:
             try:
                 write_checkpoint(
@@ -308,8 +301,7 @@ class Checkpointer:
                     "already there are intact"
                 ) from error
         self.saved_iteration = snapshot["iteration"]
-        return path
 
-    def save(self, seconds: float) -> Path:
+    def save(self, seconds: float) -> None:
         """Write a checkpoint of the current state (every rank calls it, once an iteration)."""
-        return self.write(self.capture(seconds))
+        self.write(self.capture(seconds))
