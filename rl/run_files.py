@@ -229,7 +229,6 @@ def _fsync_directory(directory: Path) -> None:
 def load_plain_file(path: str | Path) -> Any:
     """``torch.load(path, weights_only=True)`` onto the CPU; failures as one-line
     CheckpointErrors (unreadable, not plain data, truncated or corrupt)."""
-    path = Path(path)
     try:
         file = open(path, "rb")  # noqa: SIM115 - closed below; errors here are not corruption
     except OSError as error:
@@ -256,8 +255,5 @@ def load_plain_file(path: str | Path) -> Any:
 
 def _unpickler_reason(error: pickle.UnpicklingError) -> str:
     """torch's one-sentence reason, without its advice to load the file unsafely."""
-    text = str(error)
-    marker = "WeightsUnpickler error:"
-    if marker in text:
-        return text.split(marker, 1)[1].strip().split(". ")[0]
-    return first_line(error)
+    _, marker, reason = str(error).partition("WeightsUnpickler error:")
+    return reason.strip().split(". ")[0] if marker else first_line(error)
