@@ -83,8 +83,7 @@ class EpisodeRecorder(gym.Wrapper):
         # the reset's seed, else the env's np_random state and the ALE emulator's before it
         self.episode_start: dict[str, Any] = dict.fromkeys(("seed", "rng_state", "emulator_state"))
         self.episode_actions: list[Any] = []
-        self.episode_over = False
-        self.reset_pending = False
+        self.episode_over = self.reset_pending = False
         self.replay_request: dict[str, Any] | None = None
         self._last_observation: Any = None
 
@@ -197,17 +196,10 @@ def _restore_episode_statistics(stats: RecordEpisodeStatistics, state: Mapping[s
 
 def capture_env_state(envs: VectorEnvs, collector: RolloutCollector) -> dict[str, Any]:
     """The training envs' state between two rollouts, as plain data."""
-    vector_env = envs.env.unwrapped
-    try:
-        sub_envs = list(vector_env.call("episode_record"))
-    except AttributeError:
-        raise CheckpointError(
-            "the training envs do not record their episodes (make them with RecordingFactory)"
-        ) from None
     reward_normalizer = envs.reward_normalizer
     return {
         "num_envs": envs.num_envs,
-        "sub_envs": sub_envs,
+        "sub_envs": list(envs.env.unwrapped.call("episode_record")),
         "episode_statistics": _episode_statistics(envs.episode_stats),
         "obs_normalizer": None
         if envs.obs_normalizer is None
@@ -226,12 +218,8 @@ def capture_env_state(envs: VectorEnvs, collector: RolloutCollector) -> dict[str
 def restore_env_state(
     envs: VectorEnvs, collector: RolloutCollector, state: Mapping[str, Any]
 ) -> list[int]:
-    """Bring freshly reset training envs to a ``capture_env_state`` state; returns the
-    sub-envs whose replay did not reproduce the saved last observation."""
-    if state["num_envs"] != envs.num_envs:
-        raise CheckpointError(
-            f"the checkpoint holds {state['num_envs']} envs, the run has {envs.num_envs}"
-        )
+    """Bring freshly reset training envs (as many: num_envs is structural) to a
+    ``capture_env_state`` state; returns those whose replay missed the last observation."""
     vector_env = envs.env.unwrapped
     vector_env.set_attr("replay_request", list(state["sub_envs"]))
     reproduced = vector_env.call("replay")
@@ -240,12 +228,10 @@ def restore_env_state(
         FrozenObservationNormalizer.from_state_dict(state["obs_normalizer"]).restore_into(
             envs.obs_normalizer
         )
-    saved_rewards = state["reward_normalizer"]
-    if envs.reward_normalizer is not None and saved_rewards is not None:
-        restore_reward_statistics(envs.reward_normalizer, saved_rewards)
-        envs.reward_normalizer.accumulated_reward = (
-            saved_rewards["accumulated_reward"].numpy().copy()
-        )
-        envs.reward_normalizer._prev_dones = saved_rewards["prev_dones"].numpy().copy()
+    normalizer, saved_rewards = envs.reward_normalizer, state["reward_normalizer"]
+    if normalizer is not None and saved_rewards is not None:
+        restore_reward_statistics(normalizer, saved_rewards)
+        normalizer.accumulated_reward = saved_rewards["accumulated_reward"].numpy().copy()
+        normalizer._prev_dones = saved_rewards["prev_dones"].numpy().copy()
     collector.load_state_dict(state["collector"])
     return [index for index, same in enumerate(reproduced) if not same]
