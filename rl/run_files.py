@@ -152,8 +152,7 @@ def _atomic_write(
             _keep_as_previous(path, Path(previous))
         os.replace(temporary, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
+        Path(temporary).unlink(missing_ok=True)
         raise
     _fsync_directory(path.parent)
 
@@ -166,8 +165,7 @@ def _keep_as_previous(path: Path, previous: Path) -> None:
     """Make ``previous`` name ``path``'s file, ``path`` named all along (a hard link renamed
     over it; where links are refused, ``path`` is renamed: resume falls back to it)."""
     link = previous.with_name(f".{previous.name}.{writer_tag()}.link.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(link)
+    link.unlink(missing_ok=True)
     try:
         os.link(path, link)
     except OSError:
@@ -176,8 +174,7 @@ def _keep_as_previous(path: Path, previous: Path) -> None:
     try:
         os.replace(link, previous)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(link)
+        link.unlink(missing_ok=True)
         raise
 
 
@@ -191,8 +188,7 @@ def remove_stale_temporaries(directory: str | Path) -> list[Path]:
         if path.is_file() and not _writer_alive(path.name[len(name) + 2 :].split(".")[0])
     ]
     for path in stale:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        path.unlink(missing_ok=True)
     return stale
 
 

@@ -64,8 +64,7 @@ def release_run_dir(directory: str | Path) -> None:
         return
     descriptor, _ = _held.pop(key)
     if descriptor >= 0:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(key / LOCK_FILE)  # while still locked: no one can take a stale file
+        (key / LOCK_FILE).unlink(missing_ok=True)  # while still locked: none takes a stale file
         os.close(descriptor)
 
 
