@@ -46,9 +46,8 @@ class CheckpointWarning(UserWarning):
 
 def write_checkpoint(state: dict[str, Any], directory: str | Path) -> Path:
     """Write ``state`` as ``directory/checkpoint.pt``, keeping the previous one beside it."""
-    directory = Path(directory)
-    path = directory / CHECKPOINT_FILE
-    atomic_torch_save(state, path, previous=directory / PREVIOUS_CHECKPOINT_FILE)
+    path = Path(directory) / CHECKPOINT_FILE
+    atomic_torch_save(state, path, previous=path.with_name(PREVIOUS_CHECKPOINT_FILE))
     return path
 
 
