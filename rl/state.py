@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -67,28 +68,23 @@ def cuda_rng_state_for(saved: Any, index: int) -> torch.Tensor | None:
 MODEL_FORMAT = "rl.trpo.model/1"
 
 
+@dataclass(eq=False, repr=False)
 class TrainingState:
     """What learning changes in an agent (networks, optimizers, generators, counters, frozen
     statistics, last evaluation), which model files and checkpoints hold besides the envs;
     ``rl.TRPO`` keeps one as ``agent.state`` (docs/architecture.md)."""
 
-    def __init__(
-        self,
-        policy: nn.Module,
-        value: nn.Module,
-        policy_optimizer: torch.optim.Optimizer,
-        value_optimizer: torch.optim.Optimizer,
-        action_generator: torch.Generator,
-        shuffle_generator: torch.Generator,
-    ) -> None:
-        self.policy, self.value = policy, value
-        self.policy_optimizer, self.value_optimizer = policy_optimizer, value_optimizer
-        self.action_generator, self.shuffle_generator = action_generator, shuffle_generator
-        self.step = 0
-        self.iteration = 0
-        self.obs_normalizer: FrozenObservationNormalizer | None = None
-        self.reward_statistics: dict[str, float] | None = None
-        self.last_evaluation: dict[str, Any] | None = None
+    policy: nn.Module
+    value: nn.Module
+    policy_optimizer: torch.optim.Optimizer
+    value_optimizer: torch.optim.Optimizer
+    action_generator: torch.Generator
+    shuffle_generator: torch.Generator
+    step: int = 0
+    iteration: int = 0
+    obs_normalizer: FrozenObservationNormalizer | None = None
+    reward_statistics: dict[str, float] | None = None
+    last_evaluation: dict[str, Any] | None = None
 
     @property
     def generators(self) -> dict[str, torch.Generator]:
