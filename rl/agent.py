@@ -81,10 +81,8 @@ class TRPOAgent:
             )
         self._env = env
         if self.trpo is None:
-            config = TRPOConfig.from_dict(
-                {**self._settings, "steps_per_iteration": steps_per_epoch}
-            )
-            self.trpo = TRPO(config, env_fn=self._lend_env)
+            settings = {**self._settings, "steps_per_iteration": steps_per_epoch}
+            self.trpo = TRPO(TRPOConfig.from_dict(settings), env_fn=self._lend_env)
         elif self.trpo.config.steps_per_iteration != steps_per_epoch:
             raise ValueError(
                 f"Invalid steps_per_epoch: {steps_per_epoch} (this agent trains with "
