@@ -18,7 +18,6 @@ from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
 from rl.envs import EnvFactory, VectorEnvs
 from rl.rollout import RolloutCollector
-from rl.run_files import CheckpointError
 from rl.signals import StopOnSignals
 from rl.wrappers import FrozenObservationNormalizer, restore_reward_statistics, reward_statistics
 
@@ -117,14 +116,8 @@ class EpisodeRecorder(gym.Wrapper):
     def episode_record(self) -> dict[str, Any]:
         """This episode's start, actions and end state, as plain data."""
         actions = None
-        if self.episode_actions and self.replayable:
-            stacked = np.stack([np.asarray(action) for action in self.episode_actions])
-            if stacked.dtype == object:
-                raise CheckpointError(
-                    f"cannot checkpoint actions of type {type(self.episode_actions[0]).__name__}"
-                    " (only array actions can be replayed)"
-                )
-            actions = torch.from_numpy(stacked)
+        if self.episode_actions and self.replayable:  # arrays: rl's action spaces are flat
+            actions = torch.from_numpy(np.stack(self.episode_actions))
         return {
             **self.episode_start,
             "actions": actions,
