@@ -1,13 +1,5 @@
-"""``TRPOAgent``: the seed project's API, a thin facade over ``rl.TRPO``::
-
-    agent = TRPOAgent(obs_dim, action_dim, hidden_dim=64, max_kl=0.01, gamma=0.99, lam=0.95,
-                      cg_iters=10, backtrack_iters=10, damping=0.1)
-    agent.train(gym.make("Pendulum-v1"), num_epochs=50, steps_per_epoch=2000)
-
-``train`` builds a ``TRPOConfig`` (an epoch is an iteration; both networks ``hidden_dim ×
-hidden_dim``) and runs ``rl.TRPO`` (``TRPOAgent.trpo``) on the given env instance, one env,
-never closed. For everything else use ``rl.TRPO`` and ``rl.TRPOConfig``.
-"""
+"""``TRPOAgent``: the seed project's API (README), a thin facade over ``rl.TRPO`` that
+trains on the env instance it is given (an epoch is an iteration)."""
 
 from __future__ import annotations
 
@@ -89,10 +81,8 @@ class TRPOAgent:
             )
         self._env = env
         if self.trpo is None:
-            config = TRPOConfig.from_dict(
-                {**self._settings, "steps_per_iteration": steps_per_epoch}
-            )
-            self.trpo = TRPO(config, env_fn=self._lend_env)
+            settings = {**self._settings, "steps_per_iteration": steps_per_epoch}
+            self.trpo = TRPO(TRPOConfig.from_dict(settings), env_fn=self._lend_env)
         elif self.trpo.config.steps_per_iteration != steps_per_epoch:
             raise ValueError(
                 f"Invalid steps_per_epoch: {steps_per_epoch} (this agent trains with "
@@ -107,9 +97,7 @@ class TRPOAgent:
         return rows
 
     def _lend_env(self) -> gym.Env:
-        """The env factory handed to rl.TRPO: the caller's env, never closed."""
-        if self._env is None:  # pragma: no cover - train sets it first
-            raise RuntimeError("TRPOAgent: no env (call train(env, ...) first)")
+        """The env factory handed to rl.TRPO (``train`` and ``load`` set ``_env`` first)."""
         return _BorrowedEnv(self._env)
 
     def _check_spaces(self, env: gym.Env) -> None:
@@ -120,21 +108,16 @@ class TRPOAgent:
                 f"state_dim = {self.state_dim} does not match the env's observation space "
                 f"{env.observation_space} ({observation_dim} values when flattened)"
             )
-        action_space = env.action_space
+        space, n, hint = env.action_space, self.action_dim, ""
         if self.discrete:
-            if not isinstance(action_space, spaces.Discrete) or action_space.n != self.action_dim:
-                raise ValueError(
-                    f"discrete=True with action_dim = {self.action_dim} needs a "
-                    f"Discrete({self.action_dim}) action space; the env has {action_space}"
-                )
-        elif not (
-            isinstance(action_space, spaces.Box) and action_space.shape == (self.action_dim,)
-        ):
-            hint = " (use discrete=True)" if isinstance(action_space, spaces.Discrete) else ""
-            raise ValueError(
-                f"action_dim = {self.action_dim} needs a Box action space of shape "
-                f"({self.action_dim},); the env has {action_space}{hint}"
-            )
+            fits = isinstance(space, spaces.Discrete) and space.n == n
+            needs = f"discrete=True with action_dim = {n} needs a Discrete({n}) action space"
+        else:
+            fits = isinstance(space, spaces.Box) and space.shape == (n,)
+            needs = f"action_dim = {n} needs a Box action space of shape ({n},)"
+            hint = " (use discrete=True)" if isinstance(space, spaces.Discrete) else ""
+        if not fits:
+            raise ValueError(f"{needs}; the env has {space}{hint}")
 
     def _trained(self) -> TRPO:
         if self.trpo is None:
@@ -172,11 +155,10 @@ class TRPOAgent:
         agent = cls.__new__(cls)
         agent._env = env
         agent.trpo = TRPO.load(path, env_fn=agent._lend_env)
-        config = agent.trpo.config
         agent.discrete = isinstance(agent.trpo.action_space, spaces.Discrete)
         agent.state_dim = spaces.flatdim(agent.trpo.observation_space)
         action_space = agent.trpo.action_space
         agent.action_dim = int(action_space.n) if agent.discrete else spaces.flatdim(action_space)
-        agent._settings = config.model_dump(exclude={"steps_per_iteration"})
+        agent._settings = agent.trpo.config.model_dump(exclude={"steps_per_iteration"})
         agent._check_spaces(env)
         return agent

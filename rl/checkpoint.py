@@ -26,7 +26,6 @@ from rl.run_files import (
     remove_stale_temporaries,
 )
 from rl.state import TrainingState, capture_rng_states, restore_rng_states
-from rl.wrappers import reward_statistics
 
 __all__ = ["CheckpointWarning", "Checkpointer", "latest_checkpoint", "load_run",
            "load_run_of_job", "read_checkpoint", "restore_training_state"]  # fmt: skip
@@ -38,6 +37,7 @@ STRUCTURAL_FIELDS = ("env_id", "env_kwargs", "num_envs", "normalize_observations
 # Fields that change neither what is learned nor the rows written.
 FREE_FIELDS = ("total_steps", "run_dir", "checkpoint_every", "device", "torch_threads",
                "vector_mode")  # fmt: skip
+RANK_STATES = "rank_states"  # checkpoint key: [{"envs", "rng"}] of ranks 1 .. K-1
 
 
 class CheckpointWarning(UserWarning):
@@ -46,9 +46,8 @@ class CheckpointWarning(UserWarning):
 
 def write_checkpoint(state: dict[str, Any], directory: str | Path) -> Path:
     """Write ``state`` as ``directory/checkpoint.pt``, keeping the previous one beside it."""
-    directory = Path(directory)
-    path = directory / CHECKPOINT_FILE
-    atomic_torch_save(state, path, previous=directory / PREVIOUS_CHECKPOINT_FILE)
+    path = Path(directory) / CHECKPOINT_FILE
+    atomic_torch_save(state, path, previous=path.with_name(PREVIOUS_CHECKPOINT_FILE))
     return path
 
 
@@ -95,26 +94,6 @@ def _field(config: Mapping[str, Any], dotted: str) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def check_resumable(saved: Mapping[str, Any], config: TRPOConfig) -> list[str]:
-    """CheckpointError if ``config`` differs from ``saved`` in a STRUCTURAL_FIELDS field;
-    else the other changed fields (FREE_FIELDS aside) as ``"name: old -> new"``."""
-    current = config.model_dump(mode="json")
-    for name in STRUCTURAL_FIELDS:
-        if _field(saved, name) != _field(current, name):
-            raise CheckpointError(
-                f"the checkpoint was made with {name} = {_field(saved, name)!r}, the config "
-                f"has {name} = {_field(current, name)!r}: a checkpoint only resumes the same "
-                "env and network architecture"
-            )
-    changed = []
-    for name in _leaf_names(current):
-        if name in FREE_FIELDS or name in STRUCTURAL_FIELDS:
-            continue
-        if _field(saved, name) != _field(current, name):
-            changed.append(f"{name}: {_field(saved, name)!r} -> {_field(current, name)!r}")
-    return changed
-
-
 def _leaf_names(config: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
     for key, value in config.items():
         if isinstance(value, Mapping) and key != "env_kwargs":
@@ -123,22 +102,35 @@ def _leaf_names(config: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
             yield f"{prefix}{key}"
 
 
+def check_resumable(saved: Mapping[str, Any], config: TRPOConfig) -> list[str]:
+    """CheckpointError if ``config`` differs from ``saved`` in a STRUCTURAL_FIELDS field;
+    else the other changed fields (FREE_FIELDS aside) as ``"name: old -> new"``."""
+    current = config.model_dump(mode="json")
+    differ = {}  # name -> (old, new), in the config's order
+    for name in _leaf_names(current):
+        old, new = _field(saved, name), _field(current, name)
+        if old != new and name not in FREE_FIELDS:
+            differ[name] = (old, new)
+    for name in STRUCTURAL_FIELDS:
+        if name in differ:
+            raise CheckpointError(
+                f"the checkpoint was made with {name} = {differ[name][0]!r}, the config has "
+                f"{name} = {differ[name][1]!r}: a checkpoint only resumes the same env and "
+                "network architecture"
+            )
+    return [f"{name}: {old!r} -> {new!r}" for name, (old, new) in differ.items()]
+
+
 def check_world_size(checkpoint: Mapping[str, Any], run_dir: str | Path, world_size: int) -> None:
     """CheckpointError unless ``checkpoint`` comes from a job of ``world_size`` ranks."""
     saved = int(checkpoint.get("world_size", 1))
-    if saved == world_size:
-        return
-    resume = (
-        f"trpo train --resume {run_dir}"
-        if saved == 1
-        else f"{saved} ranks in all, e.g. torchrun --nproc-per-node {saved} -m rl.train "
-        f"--resume {run_dir}"
-    )
-    raise CheckpointError(
-        f"the checkpoint in {str(run_dir)!r} was written by a job of {saved} rank(s) and "
-        f"this job has {world_size}: each rank resumes its own envs, so continue it with "
-        f"{resume}"
-    )
+    command = f"{saved} ranks in all, e.g. torchrun --nproc-per-node {saved} -m rl.train"
+    if saved != world_size:
+        raise CheckpointError(
+            f"the checkpoint in {str(run_dir)!r} was written by a job of {saved} rank(s) and "
+            f"this job has {world_size}: each rank resumes its own envs, so continue it with "
+            f"{'trpo train' if saved == 1 else command} --resume {run_dir}"
+        )
 
 
 def build_checkpoint(
@@ -147,32 +139,27 @@ def build_checkpoint(
     """The checkpoint (plain data): ``state``'s networks and optimizers with the envs, RNGs
     and statistics of ``snapshot`` (``Checkpointer.capture``)."""
     saved = state.state_dict(config.model_dump(mode="json"), rng=snapshot["rng"])
-    saved["model"]["obs_normalizer"] = snapshot["envs"]["obs_normalizer"]
-    if snapshot["reward_statistics"] is not None:
-        saved["model"]["reward_statistics"] = snapshot["reward_statistics"]
-    progress = {**saved["progress"], "last_evaluation": snapshot["last_evaluation"]}
+    envs = snapshot["envs"]
+    saved["model"]["obs_normalizer"] = envs["obs_normalizer"]
+    if envs["reward_normalizer"] is not None:  # its statistics, not the returns in progress
+        statistics = {key: envs["reward_normalizer"][key] for key in ("mean", "var", "count")}
+        saved["model"]["reward_statistics"] = statistics
     checkpoint = {
         "format": CHECKPOINT_FORMAT,
         "config": config.model_dump(mode="json"),
         **saved,
-        "envs": snapshot["envs"],
-        "progress": {**progress, "time": snapshot["seconds"]},
+        "envs": envs,
+        "progress": {
+            **saved["progress"],
+            "last_evaluation": snapshot["last_evaluation"],
+            "time": snapshot["seconds"],
+        },
     }
     rank_states = snapshot["rank_states"]
     if rank_states is not None and len(rank_states) > 1:
         checkpoint["world_size"] = len(rank_states)
         checkpoint[RANK_STATES] = rank_states[1:]
     return checkpoint
-
-
-RANK_STATES = "rank_states"  # checkpoint key: [{"envs", "rng"}] of ranks 1 .. K-1
-
-
-def rank_checkpoint(checkpoint: dict[str, Any], rank: int) -> dict[str, Any]:
-    """The checkpoint as rank ``rank`` of a job restores it: its own envs and RNGs."""
-    if rank == 0:
-        return checkpoint
-    return {**checkpoint, **checkpoint[RANK_STATES][rank - 1]}
 
 
 def restore_training_state(
@@ -209,14 +196,14 @@ def load_run(
         config = TRPOConfig.from_dict(data)
     except ConfigError as error:
         raise ConfigError(f"{config_path}: {error}") from None
-    if found is None and (run_dir / MODEL_FILE).is_file() and not restart:
-        raise CheckpointError(
-            f"{str(run_dir)!r} holds a finished run ({MODEL_FILE}) but no checkpoint to "
-            f"continue from: resuming would start afresh and drop its metrics, evaluations and "
-            f"{MODEL_FILE}; train into another run_dir, or pass --restart "
-            "(TRPO.resume(..., restart=True)) to start this one afresh"
-        )
     if found is None:
+        if (run_dir / MODEL_FILE).is_file() and not restart:
+            raise CheckpointError(
+                f"{str(run_dir)!r} holds a finished run ({MODEL_FILE}) but no checkpoint to "
+                "continue from: resuming would start afresh and drop its metrics, evaluations "
+                f"and {MODEL_FILE}; train into another run_dir, or pass --restart "
+                "(TRPO.resume(..., restart=True)) to start this one afresh"
+            )
         return config, None, None
     checkpoint, path = found
     changed = check_resumable(checkpoint["config"], config)
@@ -242,11 +229,8 @@ def load_run_of_job(
             config, checkpoint, path = load_run(run_dir, total_steps, restart)
             if checkpoint is not None:
                 check_world_size(checkpoint, run_dir, comm.world_size)
-                ranks = [rank_checkpoint(checkpoint, r) for r in range(comm.world_size)]
-                rank_parts = [{"envs": own["envs"], "rng": own["rng"]} for own in ranks]
-                checkpoint = {
-                    k: v for k, v in checkpoint.items() if k not in ("envs", "rng", RANK_STATES)
-                }
+                own = {"envs": checkpoint.pop("envs"), "rng": checkpoint.pop("rng")}
+                rank_parts = [own, *checkpoint.pop(RANK_STATES, [])]
             loaded = (config, checkpoint, path)
         except Exception as error:  # raised on every rank: none waits for the others
             if comm.world_size == 1:
@@ -290,25 +274,20 @@ class Checkpointer:
         envs = capture_env_state(self.envs, self.collector)
         rng = capture_rng_states(self.state.generators)
         own = {"envs": envs, "rng": rng} if self.comm.world_size > 1 else None
-        reward_normalizer = self.envs.reward_normalizer
         return {
             "iteration": self.state.iteration,
             "seconds": seconds,
             "envs": envs,
             "rng": rng,
             "rank_states": self.comm.gather_to_main(own),
-            "reward_statistics": None
-            if reward_normalizer is None
-            else reward_statistics(reward_normalizer),
             "last_evaluation": self.state.last_evaluation,
         }
 
-    def write(self, snapshot: Mapping[str, Any] | None) -> Path:
+    def write(self, snapshot: Mapping[str, Any] | None) -> None:
         """Write the checkpoint of ``snapshot`` (main rank; nothing for None);
         CheckpointWriteError if the file system refuses (the old ones stay intact)."""
-        path = self.directory / CHECKPOINT_FILE
         if snapshot is None:
-            return path
+            return
         if self.comm.is_main:
             try:
                 write_checkpoint(
@@ -321,8 +300,7 @@ class Checkpointer:
                     "already there are intact"
                 ) from error
         self.saved_iteration = snapshot["iteration"]
-        return path
 
-    def save(self, seconds: float) -> Path:
+    def save(self, seconds: float) -> None:
         """Write a checkpoint of the current state (every rank calls it, once an iteration)."""
-        return self.write(self.capture(seconds))
+        self.write(self.capture(seconds))

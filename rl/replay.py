@@ -18,7 +18,6 @@ from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
 from rl.envs import EnvFactory, VectorEnvs
 from rl.rollout import RolloutCollector
-from rl.run_files import CheckpointError
 from rl.signals import StopOnSignals
 from rl.wrappers import FrozenObservationNormalizer, restore_reward_statistics, reward_statistics
 
@@ -28,10 +27,8 @@ __all__ = ["EpisodeRecorder", "RecordingFactory", "capture_env_state", "plain_da
 
 def plain_data(value: Any) -> Any:
     """numpy arrays and scalars inside an RNG state as lists and Python numbers."""
-    if isinstance(value, np.ndarray):
+    if isinstance(value, np.ndarray | np.generic):
         return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
     if isinstance(value, Mapping):
         return {key: plain_data(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
@@ -75,37 +72,27 @@ def _restore_emulator_state(env: gym.Env, state: torch.Tensor) -> None:
 
 class EpisodeRecorder(gym.Wrapper):
     """Keeps how the current episode began and the actions since, to replay it on resume:
-    ``replay_request`` set to an ``episode_record()`` then ``replay()``.
-
-        >>> env = EpisodeRecorder(gym.make("CartPole-v1"))
-        >>> _ = env.reset(seed=3); _ = env.step(1)
-        >>> twin = EpisodeRecorder(gym.make("CartPole-v1"))
-        >>> twin.replay_request = env.episode_record()
-        >>> twin.replay()
-        True
-    """
+    ``twin.replay_request = env.episode_record()``, then ``twin.replay()`` is True."""
 
     MAX_REPLAY_ACTIONS = 100_000  # per episode: memory, checkpoint size and replay time
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
         self.replayable = True  # False once the episode outgrew MAX_REPLAY_ACTIONS
-        self.episode_seed: int | None = None
-        self.episode_rng_state: dict[str, Any] | None = None
-        self.episode_emulator_state: torch.Tensor | None = None
+        # the reset's seed, else the env's np_random state and the ALE emulator's before it
+        self.episode_start: dict[str, Any] = dict.fromkeys(("seed", "rng_state", "emulator_state"))
         self.episode_actions: list[Any] = []
-        self.episode_over = False
-        self.reset_pending = False
+        self.episode_over = self.reset_pending = False
         self.replay_request: dict[str, Any] | None = None
         self._last_observation: Any = None
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        self.episode_seed = seed
         unseeded = seed is None
-        self.episode_rng_state = (
-            _generator_state(self.env.unwrapped.np_random) if unseeded else None
-        )
-        self.episode_emulator_state = _emulator_state(self.env) if unseeded else None
+        self.episode_start = {
+            "seed": seed,
+            "rng_state": _generator_state(self.env.unwrapped.np_random) if unseeded else None,
+            "emulator_state": _emulator_state(self.env) if unseeded else None,
+        }
         self.episode_actions = []
         self.replayable = True
         self.episode_over = self.reset_pending = False
@@ -129,18 +116,10 @@ class EpisodeRecorder(gym.Wrapper):
     def episode_record(self) -> dict[str, Any]:
         """This episode's start, actions and end state, as plain data."""
         actions = None
-        if self.episode_actions and self.replayable:
-            stacked = np.stack([np.asarray(action) for action in self.episode_actions])
-            if stacked.dtype == object:
-                raise CheckpointError(
-                    f"cannot checkpoint actions of type {type(self.episode_actions[0]).__name__}"
-                    " (only array actions can be replayed)"
-                )
-            actions = torch.from_numpy(stacked)
+        if self.episode_actions and self.replayable:  # arrays: rl's action spaces are flat
+            actions = torch.from_numpy(np.stack(self.episode_actions))
         return {
-            "seed": self.episode_seed,
-            "rng_state": self.episode_rng_state,
-            "emulator_state": self.episode_emulator_state,
+            **self.episode_start,
             "actions": actions,
             "episode_over": self.episode_over or self.reset_pending,
             "observation_digest": _digest(self._last_observation),
@@ -165,8 +144,7 @@ class EpisodeRecorder(gym.Wrapper):
             observation, *_ = self.env.step(action)
         self.replayable = bool(record.get("replayable", True))
         self.env.action_space.np_random.bit_generator.state = dict(record["action_space_rng"])
-        self.episode_seed, self.episode_rng_state = record["seed"], record["rng_state"]
-        self.episode_emulator_state = record["emulator_state"]
+        self.episode_start = {key: record[key] for key in self.episode_start}
         self.episode_actions = actions
         self.episode_over = self.reset_pending = bool(record["episode_over"])
         self._last_observation = observation
@@ -211,17 +189,10 @@ def _restore_episode_statistics(stats: RecordEpisodeStatistics, state: Mapping[s
 
 def capture_env_state(envs: VectorEnvs, collector: RolloutCollector) -> dict[str, Any]:
     """The training envs' state between two rollouts, as plain data."""
-    vector_env = envs.env.unwrapped
-    try:
-        sub_envs = list(vector_env.call("episode_record"))
-    except AttributeError:
-        raise CheckpointError(
-            "the training envs do not record their episodes (make them with RecordingFactory)"
-        ) from None
     reward_normalizer = envs.reward_normalizer
     return {
         "num_envs": envs.num_envs,
-        "sub_envs": sub_envs,
+        "sub_envs": list(envs.env.unwrapped.call("episode_record")),
         "episode_statistics": _episode_statistics(envs.episode_stats),
         "obs_normalizer": None
         if envs.obs_normalizer is None
@@ -240,12 +211,8 @@ def capture_env_state(envs: VectorEnvs, collector: RolloutCollector) -> dict[str
 def restore_env_state(
     envs: VectorEnvs, collector: RolloutCollector, state: Mapping[str, Any]
 ) -> list[int]:
-    """Bring freshly reset training envs to a ``capture_env_state`` state; returns the
-    sub-envs whose replay did not reproduce the saved last observation."""
-    if state["num_envs"] != envs.num_envs:
-        raise CheckpointError(
-            f"the checkpoint holds {state['num_envs']} envs, the run has {envs.num_envs}"
-        )
+    """Bring freshly reset training envs (as many: num_envs is structural) to a
+    ``capture_env_state`` state; returns those whose replay missed the last observation."""
     vector_env = envs.env.unwrapped
     vector_env.set_attr("replay_request", list(state["sub_envs"]))
     reproduced = vector_env.call("replay")
@@ -254,12 +221,10 @@ def restore_env_state(
         FrozenObservationNormalizer.from_state_dict(state["obs_normalizer"]).restore_into(
             envs.obs_normalizer
         )
-    saved_rewards = state["reward_normalizer"]
-    if envs.reward_normalizer is not None and saved_rewards is not None:
-        restore_reward_statistics(envs.reward_normalizer, saved_rewards)
-        envs.reward_normalizer.accumulated_reward = (
-            saved_rewards["accumulated_reward"].numpy().copy()
-        )
-        envs.reward_normalizer._prev_dones = saved_rewards["prev_dones"].numpy().copy()
+    normalizer, saved_rewards = envs.reward_normalizer, state["reward_normalizer"]
+    if normalizer is not None and saved_rewards is not None:
+        restore_reward_statistics(normalizer, saved_rewards)
+        normalizer.accumulated_reward = saved_rewards["accumulated_reward"].numpy().copy()
+        normalizer._prev_dones = saved_rewards["prev_dones"].numpy().copy()
     collector.load_state_dict(state["collector"])
     return [index for index, same in enumerate(reproduced) if not same]

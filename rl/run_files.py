@@ -35,16 +35,11 @@ ALL_RUN_FILES = (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE, MODEL_FILE, CONFIG_F
 
 def json_line(row: dict[str, Any]) -> str:
     """Strict JSON (NaN and infinities become null) on one line."""
-    clean = {key: _finite_or_none(value) for key, value in row.items()}
+    clean = {}
+    for key, value in row.items():
+        value = value.item() if isinstance(value, np.generic) else value
+        clean[key] = None if isinstance(value, float) and not math.isfinite(value) else value
     return json.dumps(clean, allow_nan=False)
-
-
-def _finite_or_none(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -107,15 +102,14 @@ class RunFiles:
         kept, unreadable = [], []
         for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
             try:
-                row = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
+                line = raw.decode("utf-8")
+                row = json.loads(line)
+            except ValueError:  # UnicodeDecodeError, json.JSONDecodeError
                 row = None
-            if not isinstance(row, dict):
-                if raw.strip():
-                    unreadable.append(number)
-                continue
-            if keep(row):
-                kept.append(raw.decode("utf-8") + "\n")
+            if isinstance(row, dict) and keep(row):
+                kept.append(line + "\n")
+            elif not isinstance(row, dict) and raw.strip():
+                unreadable.append(number)
         with self._writing(f"rewrite {name} in"):
             atomic_write_text(path, "".join(kept))
         if not unreadable:
@@ -137,12 +131,8 @@ class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
 
 def atomic_torch_save(state: Any, path: str | Path, previous: str | Path | None = None) -> None:
     """``torch.save`` to a temporary file beside ``path``, fsync it, then rename it over
-    ``path`` (with ``previous``, the file ``path`` held is first kept as ``previous``).
-
-    A crash (even SIGKILL) at any point leaves ``path`` (and ``previous``) old or new and
-    complete, at worst a ``.NAME.*.tmp`` file (``remove_stale_temporaries``); an error
-    (e.g. ENOSPC) removes the temporary file and re-raises.
-    """
+    ``path`` (with ``previous``, the file ``path`` held is first kept as ``previous``): a
+    crash leaves each old or new and complete (docs/checkpoints.md)."""
     _atomic_write(Path(path), lambda file: torch.save(state, file), previous)
 
 
@@ -162,8 +152,7 @@ def _atomic_write(
             _keep_as_previous(path, Path(previous))
         os.replace(temporary, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
+        Path(temporary).unlink(missing_ok=True)
         raise
     _fsync_directory(path.parent)
 
@@ -176,8 +165,7 @@ def _keep_as_previous(path: Path, previous: Path) -> None:
     """Make ``previous`` name ``path``'s file, ``path`` named all along (a hard link renamed
     over it; where links are refused, ``path`` is renamed: resume falls back to it)."""
     link = previous.with_name(f".{previous.name}.{writer_tag()}.link.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(link)
+    link.unlink(missing_ok=True)
     try:
         os.link(path, link)
     except OSError:
@@ -186,8 +174,7 @@ def _keep_as_previous(path: Path, previous: Path) -> None:
     try:
         os.replace(link, previous)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(link)
+        link.unlink(missing_ok=True)
         raise
 
 
@@ -201,8 +188,7 @@ def remove_stale_temporaries(directory: str | Path) -> list[Path]:
         if path.is_file() and not _writer_alive(path.name[len(name) + 2 :].split(".")[0])
     ]
     for path in stale:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        path.unlink(missing_ok=True)
     return stale
 
 
@@ -215,10 +201,8 @@ def writer_tag() -> str:
 def _writer_alive(tag: str) -> bool:
     """Whether writer ``tag`` (HOST-PID, or an old bare PID) may still write (if unsure)."""
     host, _, pid = tag.rpartition("-")
-    if host and host != writer_tag().rpartition("-")[0]:
-        return True  # another node's process: its id says nothing here
-    if not pid.isdigit():
-        return True
+    if (host and host != writer_tag().rpartition("-")[0]) or not pid.isdigit():
+        return True  # another node's process (its id says nothing here), or no id
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -230,22 +214,17 @@ def _writer_alive(tag: str) -> bool:
 
 def _fsync_directory(directory: Path) -> None:
     """Make the renames durable (POSIX); a no-op where directories cannot be opened."""
-    try:
+    with contextlib.suppress(OSError):
         descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 def load_plain_file(path: str | Path) -> Any:
     """``torch.load(path, weights_only=True)`` onto the CPU; failures as one-line
     CheckpointErrors (unreadable, not plain data, truncated or corrupt)."""
-    path = Path(path)
     try:
         file = open(path, "rb")  # noqa: SIM115 - closed below; errors here are not corruption
     except OSError as error:
@@ -272,8 +251,5 @@ def load_plain_file(path: str | Path) -> Any:
 
 def _unpickler_reason(error: pickle.UnpicklingError) -> str:
     """torch's one-sentence reason, without its advice to load the file unsafely."""
-    text = str(error)
-    marker = "WeightsUnpickler error:"
-    if marker in text:
-        return text.split(marker, 1)[1].strip().split(". ")[0]
-    return first_line(error)
+    _, marker, reason = str(error).partition("WeightsUnpickler error:")
+    return reason.strip().split(". ")[0] if marker else first_line(error)

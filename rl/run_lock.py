@@ -1,8 +1,6 @@
-"""One process at a time in a run directory: ``fcntl.flock`` on ``RUN_DIR/.lock``, held
-while training or resuming writes there (rank 0 in a job). A second process gets
-``RunDirLockedError`` naming the holder's PID; the OS releases the lock when its holder dies
-(a stale ``.lock`` is taken over). Re-entrant within a process; the last release removes it.
-"""
+"""One process at a time in a run directory (README): ``fcntl.flock`` on ``RUN_DIR/.lock``,
+which the OS releases when its holder dies. Re-entrant within a process; the last release
+removes it."""
 
 from __future__ import annotations
 
@@ -21,7 +19,7 @@ except ImportError:  # pragma: no cover - Windows: no lock, as before
 __all__ = ["LOCK_FILE", "acquire_run_dir", "hold_run_dir", "release_run_dir"]
 
 LOCK_FILE = ".lock"
-_held: dict[Path, tuple[int, int]] = {}  # resolved directory -> (descriptor, holds)
+_held: dict[Path, list[int]] = {}  # resolved directory -> [descriptor, holds]
 
 
 def acquire_run_dir(directory: str | Path) -> None:
@@ -29,11 +27,10 @@ def acquire_run_dir(directory: str | Path) -> None:
     must exist. Raises RunDirLockedError when another live process holds it."""
     key = Path(directory).resolve()
     if key in _held:
-        descriptor, holds = _held[key]
-        _held[key] = (descriptor, holds + 1)
+        _held[key][1] += 1
         return
     if fcntl is None:  # pragma: no cover
-        _held[key] = (-1, 1)
+        _held[key] = [-1, 1]
         return
     path = key / LOCK_FILE
     while True:
@@ -54,7 +51,7 @@ def acquire_run_dir(directory: str | Path) -> None:
         os.close(descriptor)
     os.ftruncate(descriptor, 0)
     os.write(descriptor, f"{os.getpid()}\n".encode())
-    _held[key] = (descriptor, 1)
+    _held[key] = [descriptor, 1]
 
 
 def release_run_dir(directory: str | Path) -> None:
@@ -62,14 +59,12 @@ def release_run_dir(directory: str | Path) -> None:
     key = Path(directory).resolve()
     if key not in _held:
         return
-    descriptor, holds = _held[key]
-    if holds > 1:
-        _held[key] = (descriptor, holds - 1)
+    _held[key][1] -= 1
+    if _held[key][1] > 0:
         return
-    del _held[key]
+    descriptor, _ = _held.pop(key)
     if descriptor >= 0:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(key / LOCK_FILE)  # while still locked: no one can take a stale file
+        (key / LOCK_FILE).unlink(missing_ok=True)  # while still locked: none takes a stale file
         os.close(descriptor)
 
 
@@ -85,8 +80,6 @@ def hold_run_dir(directory: str | Path) -> Iterator[None]:
 
 def _same_file(descriptor: int, path: Path) -> bool:
     try:
-        current = os.stat(path)
+        return os.path.samestat(os.fstat(descriptor), os.stat(path))
     except FileNotFoundError:
         return False
-    opened = os.fstat(descriptor)
-    return (opened.st_dev, opened.st_ino) == (current.st_dev, current.st_ino)

@@ -37,12 +37,6 @@ class StopOnSignals:
             signal.signal(number, handler if handler is not None else signal.SIG_DFL)
         self._previous.clear()
 
-    def __enter__(self) -> StopOnSignals:
-        return self.install()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.uninstall()
-
     def _handle(self, number: int, frame: object) -> None:
         if self.signal_name is not None:
             raise KeyboardInterrupt

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,14 +17,8 @@ from rl.replay import plain_data
 from rl.run_files import CheckpointError
 from rl.wrappers import FrozenObservationNormalizer
 
-__all__ = [
-    "MODEL_FORMAT",
-    "InState",
-    "TrainingState",
-    "capture_rng_states",
-    "cuda_rng_state_for",
-    "restore_rng_states",
-]
+__all__ = ["MODEL_FORMAT", "InState", "TrainingState", "capture_rng_states",
+           "cuda_rng_state_for", "restore_rng_states"]  # fmt: skip
 
 
 def capture_rng_states(generators: Mapping[str, torch.Generator]) -> dict[str, Any]:
@@ -62,10 +57,9 @@ def _cuda_index(generators: Mapping[str, torch.Generator]) -> int:
 
 
 def cuda_rng_state_for(saved: Any, index: int) -> torch.Tensor | None:
-    """The saved CUDA RNG state to restore on GPU ``index``: the one GPU's state a checkpoint
-    holds (``{"device", "state"}``: this process's GPU when it was saved, whatever its
-    number), or, from checkpoints that held every GPU's state, entry ``index`` (None when
-    the saving machine had fewer GPUs: nothing is restored)."""
+    """The saved CUDA RNG state for GPU ``index``: a checkpoint's one ``{"device", "state"}``
+    (its process's GPU), or entry ``index`` of an older checkpoint's list of every GPU's
+    (None if the saving machine had fewer GPUs: nothing is restored)."""
     if isinstance(saved, Mapping):
         return saved["state"]
     return saved[index] if index < len(saved) else None
@@ -74,31 +68,23 @@ def cuda_rng_state_for(saved: Any, index: int) -> torch.Tensor | None:
 MODEL_FORMAT = "rl.trpo.model/1"
 
 
+@dataclass(eq=False, repr=False)
 class TrainingState:
-    """What learning changes in an agent, and what its model file and checkpoints hold of
-    it besides the envs: the networks, both optimizers, the action and shuffle generators,
-    the step and iteration counters, the frozen normalization statistics and the last
-    evaluation. ``rl.TRPO`` keeps one as ``agent.state`` (its attributes of these names
-    are this object's); checkpoint code reads and writes only this.
-    """
+    """What learning changes in an agent (networks, optimizers, generators, counters, frozen
+    statistics, last evaluation), which model files and checkpoints hold besides the envs;
+    ``rl.TRPO`` keeps one as ``agent.state`` (docs/architecture.md)."""
 
-    def __init__(
-        self,
-        policy: nn.Module,
-        value: nn.Module,
-        policy_optimizer: torch.optim.Optimizer,
-        value_optimizer: torch.optim.Optimizer,
-        action_generator: torch.Generator,
-        shuffle_generator: torch.Generator,
-    ) -> None:
-        self.policy, self.value = policy, value
-        self.policy_optimizer, self.value_optimizer = policy_optimizer, value_optimizer
-        self.action_generator, self.shuffle_generator = action_generator, shuffle_generator
-        self.step = 0
-        self.iteration = 0
-        self.obs_normalizer: FrozenObservationNormalizer | None = None
-        self.reward_statistics: dict[str, float] | None = None
-        self.last_evaluation: dict[str, Any] | None = None
+    policy: nn.Module
+    value: nn.Module
+    policy_optimizer: torch.optim.Optimizer
+    value_optimizer: torch.optim.Optimizer
+    action_generator: torch.Generator
+    shuffle_generator: torch.Generator
+    step: int = 0
+    iteration: int = 0
+    obs_normalizer: FrozenObservationNormalizer | None = None
+    reward_statistics: dict[str, float] | None = None
+    last_evaluation: dict[str, Any] | None = None
 
     @property
     def generators(self) -> dict[str, torch.Generator]:
@@ -144,17 +130,14 @@ class TrainingState:
             self.obs_normalizer = normalizer
         self.reward_statistics = model["reward_statistics"]
 
-    def state_dict(
-        self, config: dict[str, Any], rng: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
+    def state_dict(self, config: dict[str, Any], rng: dict[str, Any]) -> dict[str, Any]:
         """The checkpoint's part of this state: ``model``, both optimizers, ``rng`` (the RNG
-        states captured now, or ``rng`` captured earlier) and ``progress`` (step,
-        iteration, last evaluation)."""
+        states, captured with the envs') and ``progress`` (step, iteration, last evaluation)."""
         return {
             "model": self.model_dict(config),
             "policy_optimizer": self.policy_optimizer.state_dict(),
             "value_optimizer": self.value_optimizer.state_dict(),
-            "rng": capture_rng_states(self.generators) if rng is None else rng,
+            "rng": rng,
             "progress": {
                 "step": self.step,
                 "iteration": self.iteration,
