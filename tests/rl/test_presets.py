@@ -125,13 +125,8 @@ def test_cli_lists_every_preset_with_its_source(capsys):
 def test_cli_shows_one_preset_as_loadable_yaml(capsys):
     assert main(["presets", "HalfCheetah-v5"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("# preset HalfCheetah-v5 from rl/presets/tuned.yaml")
-    assert TRPOConfig.from_dict(yaml.safe_load(out)) == TRPOConfig.from_preset("HalfCheetah-v5")
-    assert main(["presets", "HalfCheetah-v5", "--preset", "zoo"]) == 0
-    out = capsys.readouterr().out
     assert out.startswith("# preset HalfCheetah-v5 from rl/presets/mujoco.yaml")
-    zoo = TRPOConfig.from_preset("HalfCheetah-v5", source="zoo")
-    assert TRPOConfig.from_dict(yaml.safe_load(out)) == zoo
+    assert TRPOConfig.from_dict(yaml.safe_load(out)) == TRPOConfig.from_preset("HalfCheetah-v5")
     assert main(["presets", "Nope-v0"]) == 2
     assert "ENV_ID = 'Nope-v0': no preset" in capsys.readouterr().err
 
@@ -182,7 +177,7 @@ def test_continuous_presets_state_the_zoo_kl_and_damping_in_the_measured_units(e
 
 
 def test_zoo_source_gives_rl_zoos_settings_where_no_study_did_better(tmp_path, capsys) -> None:
-    for env_id in ("CartPole-v1", "Walker2d-v5"):
+    for env_id in ("CartPole-v1", "HalfCheetah-v5", "Walker2d-v5"):
         assert TRPOConfig.from_preset(env_id, source="zoo") == TRPOConfig.from_preset(env_id)
     assert find_preset("ALE/Pong-v5", "zoo") is None  # OpenAI Baselines' numbers
     assert main(["train", "CartPole-v1", "--preset", "zoo", "--total-steps", "64", "--quiet",
@@ -193,25 +188,7 @@ def test_zoo_source_gives_rl_zoos_settings_where_no_study_did_better(tmp_path, c
         find_preset("CartPole-v1", "mine")
 
 
-def test_a_tuned_preset_is_the_default_and_rl_zoos_stays_reachable(capsys) -> None:
-    tuned, zoo = find_preset("HalfCheetah-v5"), find_preset("HalfCheetah-v5", "zoo")
-    assert (tuned.file, zoo.file) == ("tuned.yaml", "mujoco.yaml")
-    assert not tuned.is_zoo and zoo.is_zoo
-    assert "trial 16" in tuned.note and "seeds 0-2" in tuned.note  # cites its study
-    config = TRPOConfig.from_preset("HalfCheetah-v5")
-    assert (config.steps_per_iteration, config.cg_iters, config.value.epochs) == (4096, 28, 15)
-    assert config.max_kl == pytest.approx(0.588, abs=1e-3)
-    assert TRPOConfig.from_preset("HalfCheetah-v5", source="zoo").max_kl == 0.24
-    assert main(["presets"]) == 0  # one row per env id: the default
-    rows = [line for line in capsys.readouterr().out.splitlines() if "HalfCheetah" in line]
-    assert len(rows) == 2 and rows[0].endswith("tuned.yaml")
-    assert rows[1].startswith("tuned here: HalfCheetah-v5")
-    assert main(["presets", "--preset", "zoo"]) == 0
-    rows = [line for line in capsys.readouterr().out.splitlines() if "HalfCheetah" in line]
-    assert len(rows) == 1 and rows[0].endswith("mujoco.yaml")
-
-
-def test_an_env_id_may_be_tuned_once_and_zoo_once_but_not_twice_in_either(monkeypatch) -> None:
+def test_a_tuned_preset_is_the_default_and_rl_zoos_stays_reachable(monkeypatch, capsys) -> None:
     import rl.presets
 
     zoo = "source: RL Baselines3 Zoo, x\npresets:\n  X-v0: {config: {gamma: 0.9}}\n"
@@ -234,6 +211,14 @@ def test_an_env_id_may_be_tuned_once_and_zoo_once_but_not_twice_in_either(monkey
     try:
         assert find_preset("X-v0").config["gamma"] == 0.8
         assert find_preset("X-v0", "zoo").config["gamma"] == 0.9
+        assert TRPOConfig.from_preset("X-v0", source="zoo").gamma == 0.9
+        assert main(["presets"]) == 0  # one row per env id: the default
+        rows = [line for line in capsys.readouterr().out.splitlines() if "X-v0" in line]
+        assert len(rows) == 2 and rows[0].endswith("b.yaml")
+        assert rows[1].startswith("tuned here: X-v0")
+        assert main(["presets", "X-v0", "--preset", "zoo"]) == 0
+        assert capsys.readouterr().out.startswith("# preset X-v0 from rl/presets/a.yaml")
+        # an env id once among RL Zoo's files and once among ours, never twice in either
         files["c.yaml"] = ours
         rl.presets.all_presets.cache_clear()
         with pytest.raises(PresetFileError, match=r"'X-v0' is defined in both b\.yaml and c\.yaml"):
