@@ -394,3 +394,37 @@ def test_an_undetached_old_side_is_refused_in_the_gauss_newton_form() -> None:
     with pytest.raises(ValueError, match="'old' side is probably not detached"):
         opt.step(closure)
     assert all(torch.equal(p, b) for p, b in zip(params, before, strict=True))
+
+
+@pytest.mark.parametrize("factor", [1, 2])
+def test_the_scale_check_on_a_large_batch_uses_a_subset_and_still_catches_a_wrong_count(
+    factor: int,
+) -> None:
+    # 3,000 samples > SCALE_CHECK_SAMPLES: the check's products run on a subset of them
+    from trust_region.closure import SCALE_CHECK_SAMPLES
+
+    torch.manual_seed(0)
+    x, y = torch.randn(3000, 6), torch.randint(0, 4, (3000,))
+    assert len(x) > SCALE_CHECK_SAMPLES
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 4))
+    params = list(model.parameters())
+    model_fn = functional_model(model, params)
+    old = model(x).log_softmax(-1).detach()
+
+    def closure():
+        logits = model(x)
+        kl = (old.exp() * (old - logits.log_softmax(-1))).sum(-1).mean()
+        return GGNClosureResult(
+            nn.functional.cross_entropy(logits, y), kl,
+            lambda ps, idx: model_fn(ps, x if idx is None else x[idx]),
+            categorical_fisher_vp, len(x) // factor,
+        )  # fmt: skip
+
+    optimizer = TrustRegionOptimizer(params, max_kl=0.01, fvp="ggn")
+    before = [p.detach().clone() for p in params]
+    if factor == 1:
+        assert optimizer.step(closure).accepted
+        return
+    with pytest.raises(ValueError, match=r"KL curves 0\.[45]\d* times \(median\)"):
+        optimizer.step(closure)  # num_samples half the KL's count: the products twice as large
+    assert all(torch.equal(p, b) for p, b in zip(params, before, strict=True))
