@@ -30,6 +30,20 @@ def zoo_settings(env_id: str) -> dict:
     return settings
 
 
+def time_train(model) -> list[float]:
+    """Wrap ``model.train`` so that each call's seconds are appended to the returned list."""
+    times: list[float] = []
+    train = model.train
+
+    def timed_train() -> None:
+        start = time.perf_counter()
+        train()
+        times.append(time.perf_counter() - start)
+
+    model.train = timed_train
+    return times
+
+
 def evaluate(model, env_id: str, venv, episodes: int, seed: int) -> tuple[float, float]:
     """Deterministic episodes on a fresh env with VecNormalize statistics frozen."""
     env = gym.make(env_id)
@@ -68,15 +82,7 @@ def main() -> None:
     venv = VecNormalize(make_vec_env(args.env, n_envs=args.num_envs, seed=args.seed))
     model = TRPO("MlpPolicy", venv, seed=args.seed, device="cpu", verbose=0,
                  **zoo_settings(args.env))  # fmt: skip
-    train_times: list[float] = []
-    original_train = model.train
-
-    def timed_train() -> None:
-        start = time.perf_counter()
-        original_train()
-        train_times.append(time.perf_counter() - start)
-
-    model.train = timed_train  # type: ignore[method-assign]
+    train_times = time_train(model)
     evals: list[dict] = []
     eval_time = [0.0]
     start = time.perf_counter()

@@ -61,6 +61,7 @@ def run_ours(args: argparse.Namespace) -> dict:
 
 def run_sb3(args: argparse.Namespace) -> dict:
     import torch
+    from _sb3_runner import time_train
     from sb3_contrib import TRPO
     from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -75,15 +76,7 @@ def run_sb3(args: argparse.Namespace) -> dict:
         cg_max_steps=10, cg_damping=0.001, sub_sampling_factor=5, normalize_advantage=True,
         policy_kwargs={"share_features_extractor": False}, seed=args.seed, device="cpu",
     )  # fmt: skip
-    train_times: list[float] = []
-    train = model.train
-
-    def timed_train() -> None:
-        begin = time.perf_counter()
-        train()
-        train_times.append(time.perf_counter() - begin)
-
-    model.train = timed_train  # type: ignore[method-assign]
+    train_times = time_train(model)
     start = time.perf_counter()
     model.learn(total_timesteps=args.steps)
     wall = time.perf_counter() - start
