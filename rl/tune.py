@@ -1,6 +1,8 @@
 """``trpo tune``: an Optuna study of TRPO hyperparameters in a study directory.
 
-The tuning process samples each trial's parameters (``rl.tune_space``), runs the trial in a
+A new study's first trial is the base config itself (its values that the space holds), so
+that the study measures its starting point on its own seeds and budget. The tuning process
+samples each other trial's parameters (``rl.tune_space``), runs the trial in a
 child process (``rl.tune_trial``, which dies with it), at most ``jobs`` at once, and keeps
 ``best.yaml`` up to date (``rl.tune_study``). A study killed at any moment continues with
 ``trpo tune --resume STUDY_DIR``: its completed trials stay, the trials it left running
@@ -28,7 +30,7 @@ from optuna.trial import TrialState
 from rl.cli_train import UsageError, config_data
 from rl.config import ConfigError, TRPOConfig, flatten_dict, parse_overrides
 from rl.run_lock import hold_run_dir
-from rl.tune_space import fit_budget, load_space, space_fields, suggest
+from rl.tune_space import baseline_params, fit_budget, load_space, space_fields, suggest
 from rl.tune_study import (
     BEST_FILE,
     JOURNAL_FILE,
@@ -67,6 +69,9 @@ def tune_command(args: argparse.Namespace) -> int:
             )
         study.set_user_attr("settings", settings)
         study.set_user_attr("seeds_used", seeds)
+        if not study.get_trials(deepcopy=False):  # a new study starts from the base config
+            params = baseline_params(settings["space"], settings["base"])
+            study.enqueue_trial(params, user_attrs={"base_config": True})
         return _run(study, study_dir, settings, args.quiet)
 
 

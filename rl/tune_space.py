@@ -41,7 +41,15 @@ from pydantic import BaseModel
 
 from rl.config import ConfigError, TRPOConfig, merge_dicts, read_config_file
 
-__all__ = ["DEFAULT_SPACE", "fit_budget", "load_space", "space_fields", "suggest", "to_config"]
+__all__ = [
+    "DEFAULT_SPACE",
+    "baseline_params",
+    "fit_budget",
+    "load_space",
+    "space_fields",
+    "suggest",
+    "to_config",
+]
 
 DEFAULT_SPACE: dict[str, dict[str, Any]] = {
     "steps_per_env": {"low": 32, "high": 4096, "scale": "log2"},
@@ -168,6 +176,47 @@ def suggest(trial: optuna.Trial, space: dict[str, dict[str, Any]]) -> dict[str, 
         else:
             values[name] = trial.suggest_float(name, low, high, log=scale == "log")
     return values
+
+
+def baseline_params(space: dict[str, dict[str, Any]], base: dict[str, Any]) -> dict[str, Any]:
+    """The Optuna parameters (as ``suggest`` names and encodes them) that reproduce the
+    ``base`` config's own values: a study's first trial, its starting point measured on
+    the study's seeds and budget. A parameter whose base value the space does not hold
+    (out of range, not a power of two, another choice, policy and value networks that
+    differ) is left out, for the sampler to draw."""
+    params: dict[str, Any] = {}
+    for name, spec in space.items():
+        found = {_nested(base, field) for field in map(str, space_fields(name))}
+        if len(found) != 1:
+            continue
+        value = json.loads(found.pop())
+        if name == "steps_per_env":
+            value, rest = divmod(value, base["num_envs"])
+            if rest:
+                continue
+        if "choices" in spec:
+            if value in spec["choices"]:
+                params[name] = json.dumps(value) if isinstance(value, (list, dict)) else value
+            continue
+        low, high, scale = spec["low"], spec["high"], spec.get("scale", "linear")
+        if not isinstance(value, (int, float)) or not low <= value <= high:
+            continue
+        if scale == "log2":
+            exponent = math.log2(value)
+            if exponent == int(exponent):
+                params[f"log2({name})"] = int(exponent)
+        elif scale == "log1m":
+            params[f"1-{name}"] = 1 - value
+        else:
+            params[name] = value
+    return params
+
+
+def _nested(data: dict[str, Any], field: str) -> str:
+    """``data``'s value at a dotted field, as JSON (hashable, lists included)."""
+    for part in field.split("."):
+        data = data[part]
+    return json.dumps(data)
 
 
 def _log2_range(low: float, high: float) -> tuple[int, int]:

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from rl import TRPOConfig
 from rl.cli import main
-from rl.tune_space import DEFAULT_SPACE, fit_budget, load_space, suggest, to_config
+from rl.tune_space import DEFAULT_SPACE, baseline_params, fit_budget, load_space, suggest, to_config
 from rl.tune_study import load_study
 from tests.conftest import rows
 
@@ -51,6 +51,13 @@ def test_tiny_study_completes_and_its_best_yaml_trains(tmp_path):
         assert {"hidden_sizes", "value.epochs"}.isdisjoint(trial.user_attrs["values"])  # fixed
         assert f"trial {trial.number} complete: {trial.value:.2f}" in result.stdout
     assert f"{len(trials)} trials (4 complete" in result.stdout.splitlines()[-1]
+    # the first trial is the preset's own values (policy.hidden_sizes fixed: not searched)
+    preset, first = TRPOConfig.from_preset("CartPole-v1"), trials[0]
+    assert first.user_attrs["base_config"] and first.params["log2(steps_per_env)"] == 9
+    assert {key: first.user_attrs["values"][key] for key in ("gamma", "lam", "max_kl")} == {
+        "gamma": preset.gamma, "lam": preset.lam, "max_kl": preset.max_kl}  # fmt: skip
+    assert first.user_attrs["values"]["cg_iters"] == preset.cg_iters
+    assert "base_config" not in trials[1].user_attrs
     best = max(trials, key=lambda trial: trial.value)
     text = (study_dir / "best.yaml").read_text()
     assert f"trial {best.number} " in text and "seeds used while tuning: [0]" in text
@@ -178,6 +185,29 @@ def test_every_sampled_point_of_the_default_space_is_a_valid_config():
         assert config.steps_per_iteration == 4 * values["steps_per_env"] <= 4096
         assert config.policy.hidden_sizes == config.value.hidden_sizes
         assert 0.97 <= config.gamma <= 0.9999 and 0.001 <= config.max_kl <= 0.3
+
+
+def test_baseline_params_encode_the_base_values_the_space_holds_and_skip_the_others():
+    base = TRPOConfig.from_dict(
+        {
+            "env_id": "Hopper-v5",
+            "num_envs": 2,
+            "steps_per_iteration": 2048,
+            "gamma": 0.995,
+            "max_kl": 0.5,
+            "value": {"hidden_sizes": [256, 256], "minibatch_size": 96},
+        }
+    )
+    params = baseline_params(DEFAULT_SPACE, base.model_dump(mode="json"))
+    assert params["log2(steps_per_env)"] == 10 and params["1-gamma"] == pytest.approx(0.005)
+    assert params["activation"] == "tanh" and params["cg_iters"] == base.cg_iters
+    # max_kl 0.5 > 0.3, minibatch 96 not a power of two, policy [64, 64] vs value [256, 256]
+    assert {"max_kl", "log2(value.minibatch_size)", "hidden_sizes"}.isdisjoint(params)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.enqueue_trial(params)
+    values = suggest(study.ask(), DEFAULT_SPACE)
+    assert values["steps_per_env"] == 1024 and values["gamma"] == 0.995
+    assert values["value.learning_rate"] == base.value.learning_rate
 
 
 def test_space_file_replaces_adds_and_removes_parameters(tmp_path):
