@@ -428,3 +428,31 @@ def test_the_scale_check_on_a_large_batch_uses_a_subset_and_still_catches_a_wron
     with pytest.raises(ValueError, match=r"KL curves 0\.[45]\d* times \(median\)"):
         optimizer.step(closure)  # num_samples half the KL's count: the products twice as large
     assert all(torch.equal(p, b) for p, b in zip(params, before, strict=True))
+
+
+@pytest.mark.parametrize("fvp", ["ggn", "hessian"])
+def test_the_step_frees_the_closures_graph_unless_hessian_products_need_it(fvp) -> None:
+    """The first evaluation's graph (a whole batch's saved activations) is freed before the
+    scale check, the solve and the line search evaluate the closure again, except where
+    Hessian-vector products differentiate it."""
+    import dataclasses
+    import weakref
+
+    model, x, y = classifier_problem(seed=0)
+    base = classifier_closure(model, x, y, ggn=True)
+    first_saved: list[weakref.ref] = []  # a tensor that only the first graph holds
+    alive_later: list[bool] = []
+
+    def closure():
+        if first_saved:
+            alive_later.append(first_saved[0]() is not None)
+        result = base()
+        marker = torch.ones(())
+        if not first_saved:
+            first_saved.append(weakref.ref(marker))
+        return dataclasses.replace(result, loss=result.loss * marker)  # the graph saves it
+
+    result = TrustRegionOptimizer(model.parameters(), max_kl=0.01, fvp=fvp).step(closure)
+    # the line search's evaluations, and in "ggn" mode the first step's scale check
+    assert result.accepted and len(alive_later) >= (2 if fvp == "ggn" else 1)
+    assert alive_later == [fvp == "hessian"] * len(alive_later)

@@ -286,6 +286,10 @@ class TrustRegionOptimizer(Optimizer):
                 assert ggn is not None and ggn.linear_head is not None
                 check_linear_head(ggn.linear_head, kl, params, ggn.num_samples)
                 global_state["linear_head_checked"] = True
+        if mode != "hessian":  # only Hessian products differentiate the KL's graph again:
+            # free it (the batch's saved activations) before the solve and the line search
+            loss, kl = loss.detach(), kl.detach()
+            ggn = replace(ggn, loss=loss, kl=kl) if ggn is not None else None
         if mode == "ggn" and not global_state.get("ggn_scale_checked", False):
             assert ggn is not None
             check_ggn_scale(closure, ggn, params)  # moves and restores the parameters

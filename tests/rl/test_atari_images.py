@@ -80,7 +80,9 @@ def test_nature_cnn_scales_pixels_by_1_over_255_inside_the_network():
     pixels = torch.randint(0, 256, (3, 4 * 84 * 84), dtype=torch.uint8)
     expected = cnn.convolutions(pixels.view(3, 4, 84, 84).float() / 255)
     torch.testing.assert_close(cnn(pixels), expected)
-    torch.testing.assert_close(cnn(pixels.float()), expected)  # float pixels in [0, 255] too
+    floats = pixels.float()
+    torch.testing.assert_close(cnn(floats), expected)  # float pixels in [0, 255] too
+    assert torch.equal(floats, pixels.float())  # scaled in a copy, not in the caller's tensor
 
 
 def test_channels_last_images_are_transposed_not_reinterpreted():
