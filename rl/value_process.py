@@ -112,6 +112,7 @@ class ValueFitProcess:
         self._bound: tuple[list[object], int] | None = None
         self._busy = False
         self._started = False  # the child has said it is ready (it imports torch first)
+        self._inputs: tuple[Tensor, ...] | None = None  # observations, returns, orders
 
     def ready(self) -> bool:
         """Whether the child has started (never waits; until then the loop fits itself)."""
@@ -155,11 +156,25 @@ class ValueFitProcess:
         minibatch_size: int,
         generator: torch.Generator | None,
     ) -> PendingFit:
-        """Start a fit of the bound network (shuffles drawn here, as ``fit_value`` does)."""
+        """Start a fit of the bound network (shuffles drawn here, as ``fit_value`` does). The
+        data go through shared buffers that the child keeps: copied into them while their
+        shapes stay the same, sent (new buffers) when they change."""
         self._wait_started()
+        if self._busy:
+            raise RuntimeError("a value fit is still running: call result() on it first")
         orders = shuffled_orders(returns.shape[0], epochs, generator, returns.device)
         stacked = torch.stack(orders) if orders else torch.empty(0, 0, dtype=torch.int64)
-        self._request(("fit", observations, returns, stacked, minibatch_size))
+        data = (observations, returns, stacked)
+        kept = self._inputs
+        layout = [(tensor.shape, tensor.dtype) for tensor in data]
+        if kept is None or [(buffer.shape, buffer.dtype) for buffer in kept] != layout:
+            kept = self._inputs = tuple(torch.empty_like(d).share_memory_() for d in data)
+            sent: tuple[Tensor, ...] | None = kept
+        else:
+            sent = None  # the child has them
+        for buffer, tensor in zip(kept, data, strict=True):
+            buffer.copy_(tensor)
+        self._request(("fit", sent, minibatch_size))
         return PendingFit(process=self)
 
     def receive(self) -> Any:
@@ -174,6 +189,7 @@ class ValueFitProcess:
             ) from None
         self._busy = False
         if kind == "error":
+            self._inputs = None  # sent again with the next fit
             raise payload
         return payload
 
@@ -264,6 +280,7 @@ def _serve(connection: Connection, parent: int, threads: int) -> None:
         return
     value: nn.Module | None = None
     optimizer: torch.optim.Adam | None = None
+    inputs: tuple[Tensor, ...] = ()  # the shared buffers of the last fit's data
     while True:
         if not connection.poll(PARENT_CHECK_SECONDS):
             if os.getppid() != parent:
@@ -282,7 +299,9 @@ def _serve(connection: Connection, parent: int, threads: int) -> None:
                     optimizer.state[parameter] = parameter_state
                 answer: Any = None
             else:
-                _, observations, returns, orders, minibatch_size = message
+                _, sent, minibatch_size = message
+                inputs = sent if sent is not None else inputs
+                observations, returns, orders = inputs
                 assert value is not None and optimizer is not None
                 answer = fit_value(
                     value, optimizer, observations, returns, len(orders), minibatch_size,
