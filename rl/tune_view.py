@@ -73,6 +73,8 @@ class TuneView:
 
     def _event(self, trial: FrozenTrial, best: FrozenTrial | None) -> str | None:
         head = f"trial {trial.number}"
+        if trial.user_attrs.get("base_config"):
+            head += " (the base config)"
         if trial.state == TrialState.RUNNING:
             return f"{head} running: {describe_values(trial.user_attrs.get('values', {}))}"
         if trial.state == TrialState.PRUNED:

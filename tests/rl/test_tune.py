@@ -49,7 +49,8 @@ def test_tiny_study_completes_and_its_best_yaml_trains(tmp_path):
         assert trial.intermediate_values and max(trial.intermediate_values) >= 1024
         assert trial.value == trial.user_attrs["seed_returns"]["0"]
         assert {"hidden_sizes", "value.epochs"}.isdisjoint(trial.user_attrs["values"])  # fixed
-        assert f"trial {trial.number} complete: {trial.value:.2f}" in result.stdout
+        marker = " (the base config)" if trial.number == 0 else ""
+        assert f"trial {trial.number}{marker} complete: {trial.value:.2f}" in result.stdout
     assert f"{len(trials)} trials (4 complete" in result.stdout.splitlines()[-1]
     # the first trial is the preset's own values (policy.hidden_sizes fixed: not searched)
     preset, first = TRPOConfig.from_preset("CartPole-v1"), trials[0]
