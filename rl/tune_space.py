@@ -39,7 +39,7 @@ from typing import Any
 import optuna
 from pydantic import BaseModel
 
-from rl.config import ConfigError, TRPOConfig, merge_dicts, read_config_file
+from rl.config import ConfigError, TRPOConfig, flatten_dict, merge_dicts, read_config_file
 
 __all__ = [
     "DEFAULT_SPACE",
@@ -159,22 +159,21 @@ def suggest(trial: optuna.Trial, space: dict[str, dict[str, Any]]) -> dict[str, 
     """One value per parameter, drawn by ``trial``'s sampler."""
     values = {}
     for name, spec in space.items():
+        key = _param_name(name, spec)
         if "choices" in spec:
-            encoded = [json.dumps(c) if isinstance(c, (list, dict)) else c for c in spec["choices"]]
-            choice = trial.suggest_categorical(name, encoded)
-            values[name] = spec["choices"][encoded.index(choice)]
+            encoded = [_encode(choice) for choice in spec["choices"]]
+            values[name] = spec["choices"][encoded.index(trial.suggest_categorical(key, encoded))]
             continue
         low, high, scale = spec["low"], spec["high"], spec.get("scale", "linear")
         integer = isinstance(low, int) and isinstance(high, int)
         if scale == "log2":
-            exponent = trial.suggest_int(f"log2({name})", *_log2_range(low, high))
-            values[name] = 2**exponent
+            values[name] = 2 ** trial.suggest_int(key, *_log2_range(low, high))
         elif scale == "log1m":
-            values[name] = 1 - trial.suggest_float(f"1-{name}", 1 - high, 1 - low, log=True)
+            values[name] = 1 - trial.suggest_float(key, 1 - high, 1 - low, log=True)
         elif integer:
-            values[name] = trial.suggest_int(name, low, high, log=scale == "log")
+            values[name] = trial.suggest_int(key, low, high, log=scale == "log")
         else:
-            values[name] = trial.suggest_float(name, low, high, log=scale == "log")
+            values[name] = trial.suggest_float(key, low, high, log=scale == "log")
     return values
 
 
@@ -184,39 +183,40 @@ def baseline_params(space: dict[str, dict[str, Any]], base: dict[str, Any]) -> d
     the study's seeds and budget. A parameter whose base value the space does not hold
     (out of range, not a power of two, another choice, policy and value networks that
     differ) is left out, for the sampler to draw."""
-    params: dict[str, Any] = {}
+    flat, params = flatten_dict(base), {}
     for name, spec in space.items():
-        found = {_nested(base, field) for field in map(str, space_fields(name))}
-        if len(found) != 1:
+        value, *others = (flat.get(field) for field in space_fields(name))
+        if any(other != value for other in others):
             continue
-        value = json.loads(found.pop())
         if name == "steps_per_env":
             value, rest = divmod(value, base["num_envs"])
             if rest:
                 continue
+        key = _param_name(name, spec)
         if "choices" in spec:
             if value in spec["choices"]:
-                params[name] = json.dumps(value) if isinstance(value, (list, dict)) else value
+                params[key] = _encode(value)
             continue
-        low, high, scale = spec["low"], spec["high"], spec.get("scale", "linear")
-        if not isinstance(value, (int, float)) or not low <= value <= high:
+        if not (isinstance(value, (int, float)) and spec["low"] <= value <= spec["high"]):
             continue
-        if scale == "log2":
-            exponent = math.log2(value)
-            if exponent == int(exponent):
-                params[f"log2({name})"] = int(exponent)
+        scale = spec.get("scale", "linear")
+        if scale == "log2" and math.log2(value).is_integer():
+            params[key] = int(math.log2(value))
         elif scale == "log1m":
-            params[f"1-{name}"] = 1 - value
-        else:
-            params[name] = value
+            params[key] = 1 - value
+        elif scale in ("linear", "log"):
+            params[key] = value
     return params
 
 
-def _nested(data: dict[str, Any], field: str) -> str:
-    """``data``'s value at a dotted field, as JSON (hashable, lists included)."""
-    for part in field.split("."):
-        data = data[part]
-    return json.dumps(data)
+def _param_name(name: str, spec: dict[str, Any]) -> str:
+    """The Optuna parameter of a space entry: its name, or its transform's for log2/log1m."""
+    return {"log2": f"log2({name})", "log1m": f"1-{name}"}.get(spec.get("scale", ""), name)
+
+
+def _encode(choice: Any) -> Any:
+    """A categorical choice as Optuna stores it (lists and dicts as JSON)."""
+    return json.dumps(choice) if isinstance(choice, (list, dict)) else choice
 
 
 def _log2_range(low: float, high: float) -> tuple[int, int]:

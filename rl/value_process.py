@@ -160,8 +160,7 @@ class ValueFitProcess:
         data go through shared buffers that the child keeps: copied into them while their
         shapes stay the same, sent (new buffers) when they change."""
         self._wait_started()
-        if self._busy:
-            raise RuntimeError("a value fit is still running: call result() on it first")
+        self._check_idle()  # before the child's buffers are written
         orders = shuffled_orders(returns.shape[0], epochs, generator, returns.device)
         stacked = torch.stack(orders) if orders else torch.empty(0, 0, dtype=torch.int64)
         data = (observations, returns, stacked)
@@ -203,9 +202,12 @@ class ValueFitProcess:
         with contextlib.suppress(Exception):
             resource_tracker._resource_tracker._stop()  # type: ignore[attr-defined]
 
-    def _request(self, message: tuple[Any, ...]) -> None:
+    def _check_idle(self) -> None:
         if self._busy:
             raise RuntimeError("a value fit is still running: call result() on it first")
+
+    def _request(self, message: tuple[Any, ...]) -> None:
+        self._check_idle()
         self._connection.send(message)
         self._busy = True
 
