@@ -308,6 +308,13 @@ def update(
 
 
 # ------------------------------------------------------------------------- the value fit
+def start_value_fit_process(config: Any, comm: Any, device: torch.device) -> None:
+    """Start the value-fit process ahead (``TRPO()``: it imports torch, ~2 s of CPU, while
+    the agent is built and the envs made) where training would use it (value_fit_process)."""
+    if config.value_fit_in_background and comm.value_fit != "all_reduce" and device.type == "cpu":
+        ValueFitProcess.shared()
+
+
 def value_fit_process(agent: TRPO) -> ValueFitProcess | None:
     """The value-fit process (started, not waited for) if ``value_fit_in_background`` and the
     fit can run there (not the all-reduce fit: its collectives stay in this thread)."""
@@ -315,7 +322,7 @@ def value_fit_process(agent: TRPO) -> ValueFitProcess | None:
         return None
     if not can_fit_in_process(agent.value, agent.value_optimizer):
         return None
-    return ValueFitProcess.shared()  # started now; used once ready (start_value_fit)
+    return ValueFitProcess.shared()  # started now or ahead; used once ready (start_value_fit)
 
 
 def start_value_fit(

@@ -27,7 +27,7 @@ from rl.envs import (
     raw_observation_space,
 )
 from rl.evaluation import EVAL_SEED_OFFSET, play_vector_episodes
-from rl.loop import train
+from rl.loop import start_value_fit_process, train
 from rl.networks import check_device_available
 from rl.policies import Policy, make_distribution, make_policy
 from rl.progress import Progress, ProgressMode, make_progress
@@ -94,6 +94,8 @@ class TRPO:
         policy: nn.Module | None = None,
         value: nn.Module | None = None,
         comm: Comm | None = None,
+        *,
+        _learns: bool = True,
     ) -> None:
         self.comm = comm = comm if comm is not None else Comm()
         if isinstance(config, str):
@@ -109,6 +111,8 @@ class TRPO:
         comm.setup(config.value.distributed_fit, self.device)
         if self.device.type == "cpu" and config.torch_threads > 0:
             torch.set_num_threads(config.torch_threads)
+        if _learns:  # the value-fit process imports torch while the env's modules load
+            start_value_fit_process(config, comm, self.device)
         self._env_factory = make_env_factory(config.env_id, config.env_kwargs, env_fn, config.atari)
         # what errors call the env: its id, or the factory's name for envs built by env_fn
         self.env_name = config.env_id or getattr(env_fn, "__qualname__", None) or repr(env_fn)
@@ -310,7 +314,7 @@ class TRPO:
         config = TRPOConfig.from_dict(state["config"])
         if device is not None:
             config = config.with_overrides({"device": device})
-        agent = cls(config, env_fn=env_fn, policy=policy, value=value)
+        agent = cls(config, env_fn=env_fn, policy=policy, value=value, _learns=False)
         where = f"in {str(path)!r}"
         agent.state.load_model_dict(state, where, config.env_id, agent.observation_dim)
         return agent

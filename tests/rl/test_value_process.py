@@ -152,3 +152,28 @@ def test_the_process_ignores_stop_signals_holds_no_run_file_and_dies_with_its_pa
         and "zombie" not in Path(f"/proc/{child}/status").read_text()
     )
     assert not alive, "the value-fit process outlived its parent"
+
+
+AHEAD = """
+import sys
+from rl import TRPO, TRPOConfig
+from rl.value_process import ValueFitProcess
+config = TRPOConfig.from_preset("CartPole-v1", total_steps=256, steps_per_iteration=128)
+TRPO(config.with_overrides({"value_fit_in_background": False})).save(sys.argv[1])
+TRPO.load(sys.argv[1])
+print(ValueFitProcess._shared is None)
+agent = TRPO(config)
+kept = ValueFitProcess._shared
+print(kept is not None and kept[1]._process.is_alive())
+agent.learn(progress="none")
+print(ValueFitProcess._shared is kept)
+"""
+
+
+def test_an_agent_built_to_learn_starts_the_process_ahead_and_a_loaded_one_does_not(tmp_path):
+    """``TRPO(config)`` starts the value-fit process (it imports torch while the envs' modules
+    load), ``learn`` uses that one; no process without the background fit or for ``load``."""
+    done = subprocess.run([sys.executable, "-c", AHEAD, str(tmp_path / "model.pt")],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True", "True"]
