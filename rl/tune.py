@@ -70,8 +70,10 @@ def tune_command(args: argparse.Namespace) -> int:
         study.set_user_attr("settings", settings)
         study.set_user_attr("seeds_used", seeds)
         if not study.get_trials(deepcopy=False):  # a new study starts from the base config
-            params = baseline_params(settings["space"], settings["base"])
+            params, left = baseline_params(settings["space"], settings["base"])
             study.enqueue_trial(params, user_attrs={"base_config": True})
+            for why in left:  # trial 0 is then not quite the base config: say so
+                print(f"trpo tune: trial 0 (the base config) draws {why}", file=sys.stderr)
         return _run(study, study_dir, settings, args.quiet)
 
 

@@ -177,36 +177,39 @@ def suggest(trial: optuna.Trial, space: dict[str, dict[str, Any]]) -> dict[str, 
     return values
 
 
-def baseline_params(space: dict[str, dict[str, Any]], base: dict[str, Any]) -> dict[str, Any]:
+def baseline_params(
+    space: dict[str, dict[str, Any]], base: dict[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
     """The Optuna parameters (as ``suggest`` names and encodes them) that reproduce the
     ``base`` config's own values: a study's first trial, its starting point measured on
-    the study's seeds and budget. A parameter whose base value the space does not hold
-    (out of range, not a power of two, another choice, policy and value networks that
-    differ) is left out, for the sampler to draw."""
-    flat, params = flatten_dict(base), {}
+    the study's seeds and budget; and, for each parameter whose base value the space does
+    not hold (out of range, not a power of two, another choice, policy and value networks
+    that differ), left for the sampler to draw, why."""
+    flat, params, left = flatten_dict(base), {}, []
     for name, spec in space.items():
         value, *others = (flat.get(field) for field in space_fields(name))
         if any(other != value for other in others):
+            left.append(f"{name} (the policy's and the value's differ: {value}, {others[0]})")
             continue
         if name == "steps_per_env":
             value, rest = divmod(value, base["num_envs"])
             if rest:
+                left.append(f"{name} (steps_per_iteration is not a multiple of num_envs)")
                 continue
         key = _param_name(name, spec)
+        scale = spec.get("scale", "linear")
         if "choices" in spec:
             if value in spec["choices"]:
                 params[key] = _encode(value)
-            continue
-        if not (isinstance(value, (int, float)) and spec["low"] <= value <= spec["high"]):
-            continue
-        scale = spec.get("scale", "linear")
-        if scale == "log2" and math.log2(value).is_integer():
-            params[key] = int(math.log2(value))
-        elif scale == "log1m":
-            params[key] = 1 - value
-        elif scale in ("linear", "log"):
-            params[key] = value
-    return params
+            else:
+                left.append(f"{name} (its {value} is not one of {spec['choices']})")
+        elif not (isinstance(value, (int, float)) and spec["low"] <= value <= spec["high"]):
+            left.append(f"{name} (its {value} is outside {spec['low']} to {spec['high']})")
+        elif scale == "log2" and not math.log2(value).is_integer():
+            left.append(f"{name} (its {value} is not a power of two)")
+        else:
+            params[key] = {"log2": int(math.log2(value)), "log1m": 1 - value}.get(scale, value)
+    return params, left
 
 
 def _param_name(name: str, spec: dict[str, Any]) -> str:

@@ -58,6 +58,7 @@ def test_tiny_study_completes_and_its_best_yaml_trains(tmp_path):
     assert {key: first.user_attrs["values"][key] for key in ("gamma", "lam", "max_kl")} == {
         "gamma": preset.gamma, "lam": preset.lam, "max_kl": preset.max_kl}  # fmt: skip
     assert first.user_attrs["values"]["cg_iters"] == preset.cg_iters
+    assert "draws" not in result.stderr  # the space holds all of the preset's searched values
     assert "base_config" not in trials[1].user_attrs
     best = max(trials, key=lambda trial: trial.value)
     text = (study_dir / "best.yaml").read_text()
@@ -199,11 +200,16 @@ def test_baseline_params_encode_the_base_values_the_space_holds_and_skip_the_oth
             "value": {"hidden_sizes": [256, 256], "minibatch_size": 96},
         }
     )
-    params = baseline_params(DEFAULT_SPACE, base.model_dump(mode="json"))
+    params, left = baseline_params(DEFAULT_SPACE, base.model_dump(mode="json"))
     assert params["log2(steps_per_env)"] == 10 and params["1-gamma"] == pytest.approx(0.005)
     assert params["activation"] == "tanh" and params["cg_iters"] == base.cg_iters
     # max_kl 0.5 > 0.3, minibatch 96 not a power of two, policy [64, 64] vs value [256, 256]
     assert {"max_kl", "log2(value.minibatch_size)", "hidden_sizes"}.isdisjoint(params)
+    assert left == [
+        "value.minibatch_size (its 96 is not a power of two)",
+        "max_kl (its 0.5 is outside 0.001 to 0.3)",
+        "hidden_sizes (the policy's and the value's differ: [64, 64], [256, 256])",
+    ]
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     study.enqueue_trial(params)
     values = suggest(study.ask(), DEFAULT_SPACE)
