@@ -19,6 +19,8 @@ from typing import Any
 import torch
 
 from rl.checkpoint import Checkpointer, CheckpointWarning, restore_training_state
+from rl.comm import Comm
+from rl.config import TRPOConfig
 from rl.distributed import fit_value_data_parallel
 from rl.envs import VectorEnvs
 from rl.errors import EnvOutputError, EnvWorkerError, EvaluationInterrupted, NonFiniteEnvError
@@ -308,7 +310,7 @@ def update(
 
 
 # ------------------------------------------------------------------------- the value fit
-def start_value_fit_process(config: Any, comm: Any, device: torch.device) -> None:
+def start_value_fit_process(config: TRPOConfig, comm: Comm, device: torch.device) -> None:
     """Start the value-fit process ahead (``TRPO()``: it imports torch, ~2 s of CPU, while
     the agent is built and the envs made) where training would use it (value_fit_process)."""
     if config.value_fit_in_background and comm.value_fit != "all_reduce" and device.type == "cpu":
