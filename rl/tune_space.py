@@ -207,8 +207,10 @@ def baseline_params(
             left.append(f"{name} (its {value} is outside {spec['low']} to {spec['high']})")
         elif scale == "log2" and not math.log2(value).is_integer():
             left.append(f"{name} (its {value} is not a power of two)")
+        elif scale == "log2":
+            params[key] = int(math.log2(value))
         else:
-            params[key] = {"log2": int(math.log2(value)), "log1m": 1 - value}.get(scale, value)
+            params[key] = 1 - value if scale == "log1m" else value
     return params, left
 
 

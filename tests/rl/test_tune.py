@@ -210,6 +210,9 @@ def test_baseline_params_encode_the_base_values_the_space_holds_and_skip_the_oth
         "max_kl (its 0.5 is outside 0.001 to 0.3)",
         "hidden_sizes (the policy's and the value's differ: [64, 64], [256, 256])",
     ]
+    signed = {"policy.log_std_init": {"low": -3.0, "high": -1.0}}  # a negative linear value
+    ant = TRPOConfig.from_preset("Ant-v5").model_dump(mode="json")
+    assert baseline_params(signed, ant) == ({"policy.log_std_init": -2.0}, [])
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     study.enqueue_trial(params)
     values = suggest(study.ask(), DEFAULT_SPACE)
