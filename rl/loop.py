@@ -310,17 +310,23 @@ def update(
 
 
 # ------------------------------------------------------------------------- the value fit
+def _fit_in_background(config: TRPOConfig, comm: Comm) -> bool:
+    """``value_fit_in_background``, and not the all-reduce fit (its collectives stay in this
+    thread)."""
+    return config.value_fit_in_background and comm.value_fit != "all_reduce"
+
+
 def start_value_fit_process(config: TRPOConfig, comm: Comm, device: torch.device) -> None:
     """Start the value-fit process ahead (``TRPO()``: it imports torch, ~2 s of CPU, while
     the agent is built and the envs made) where training would use it (value_fit_process)."""
-    if config.value_fit_in_background and comm.value_fit != "all_reduce" and device.type == "cpu":
+    if device.type == "cpu" and _fit_in_background(config, comm):
         ValueFitProcess.shared()
 
 
 def value_fit_process(agent: TRPO) -> ValueFitProcess | None:
-    """The value-fit process (started, not waited for) if ``value_fit_in_background`` and the
-    fit can run there (not the all-reduce fit: its collectives stay in this thread)."""
-    if not agent.config.value_fit_in_background or agent.comm.value_fit == "all_reduce":
+    """The value-fit process (started, not waited for) if the fit runs in the background and
+    can run there (the value network and its Adam on the CPU)."""
+    if not _fit_in_background(agent.config, agent.comm):
         return None
     if not can_fit_in_process(agent.value, agent.value_optimizer):
         return None

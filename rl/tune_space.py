@@ -205,12 +205,12 @@ def baseline_params(
                 left.append(f"{name} (its {value} is not one of {spec['choices']})")
         elif not (isinstance(value, (int, float)) and spec["low"] <= value <= spec["high"]):
             left.append(f"{name} (its {value} is outside {spec['low']} to {spec['high']})")
-        elif scale == "log2" and not math.log2(value).is_integer():
-            left.append(f"{name} (its {value} is not a power of two)")
-        elif scale == "log2":
+        elif scale != "log2":
+            params[key] = 1 - value if scale == "log1m" else value
+        elif math.log2(value).is_integer():
             params[key] = int(math.log2(value))
         else:
-            params[key] = 1 - value if scale == "log1m" else value
+            left.append(f"{name} (its {value} is not a power of two)")
     return params, left
 
 
