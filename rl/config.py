@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import pydantic
 import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -27,6 +28,9 @@ __all__ = ["AtariConfig", "ConfigError", "PolicyConfig", "TRPOConfig", "ValueCon
 
 Activation = Literal["tanh", "relu", "elu", "gelu", "silu"]
 HiddenSizes = tuple[Annotated[int, Field(ge=1, le=65536)], ...]
+
+if int(pydantic.VERSION.split(".")[0]) < 2:  # pragma: no cover
+    raise ImportError(f'rl needs pydantic >= 2 (pip install -e ".[rl]"), found {pydantic.VERSION}')
 
 
 class ConfigError(ValueError):

@@ -3,11 +3,15 @@ autograd and ``torch.optim``; ``rl.value_process`` runs it beside the next rollo
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
-from rl.config import ValueConfig
 from rl.networks import mlp
+
+if TYPE_CHECKING:
+    from rl.config import ValueConfig
 
 __all__ = ["ValueNetwork", "explained_variance", "fit_value", "make_value", "shuffled_orders"]
 

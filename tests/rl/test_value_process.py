@@ -177,3 +177,18 @@ def test_an_agent_built_to_learn_starts_the_process_ahead_and_a_loaded_one_does_
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "True", "True"]
+
+
+def test_the_process_imports_torch_and_five_rl_modules_only() -> None:
+    """What the child imports while the first fits wait for it: no gymnasium, pydantic or
+    the rest of ``rl`` (``rl``'s public names load on first use), yet they still load."""
+    code = (
+        "import sys, rl.value_process;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in"
+        " ('rl', 'gymnasium', 'pydantic', 'rich', 'yaml')));"
+        "import rl, rl.loop; print(rl.TRPOConfig.__name__, rl.gae.__name__, 'TRPO' in dir(rl))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    first, second = out.stdout.splitlines()
+    assert first == "['rl', 'rl.gae', 'rl.networks', 'rl.signals', 'rl.value', 'rl.value_process']"
+    assert second == "TRPOConfig gae True"
