@@ -87,7 +87,7 @@ def test_atari_pattern_gives_baselines_settings_and_nature_cnn_head():
 def test_plain_config_ignores_presets_and_overrides_win():
     assert TRPOConfig(env_id="HalfCheetah-v5").max_kl == 0.01
     config = TRPOConfig.from_preset("HalfCheetah-v5", max_kl=0.02, value={"epochs": 3})
-    assert (config.max_kl, config.value.epochs, config.value.minibatch_size) == (0.02, 3, 128)
+    assert (config.max_kl, config.value.epochs, config.value.minibatch_size) == (0.02, 3, 1024)
     assert TRPOConfig.from_preset("Unknown-v0") == TRPOConfig(env_id="Unknown-v0")
 
 
@@ -125,8 +125,13 @@ def test_cli_lists_every_preset_with_its_source(capsys):
 def test_cli_shows_one_preset_as_loadable_yaml(capsys):
     assert main(["presets", "HalfCheetah-v5"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("# preset HalfCheetah-v5 from rl/presets/mujoco.yaml")
+    assert out.startswith("# preset HalfCheetah-v5 from rl/presets/tuned.yaml")
     assert TRPOConfig.from_dict(yaml.safe_load(out)) == TRPOConfig.from_preset("HalfCheetah-v5")
+    assert main(["presets", "HalfCheetah-v5", "--preset", "zoo"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# preset HalfCheetah-v5 from rl/presets/mujoco.yaml")
+    zoo = TRPOConfig.from_preset("HalfCheetah-v5", source="zoo")
+    assert TRPOConfig.from_dict(yaml.safe_load(out)) == zoo
     assert main(["presets", "Nope-v0"]) == 2
     assert "ENV_ID = 'Nope-v0': no preset" in capsys.readouterr().err
 
@@ -177,8 +182,10 @@ def test_continuous_presets_state_the_zoo_kl_and_damping_in_the_measured_units(e
 
 
 def test_zoo_source_gives_rl_zoos_settings_where_no_study_did_better(tmp_path, capsys) -> None:
-    for env_id in ("CartPole-v1", "HalfCheetah-v5", "Walker2d-v5"):
+    for env_id in ("CartPole-v1", "Hopper-v5", "Walker2d-v5"):
         assert TRPOConfig.from_preset(env_id, source="zoo") == TRPOConfig.from_preset(env_id)
+    for env_id in ("HalfCheetah-v5", "Ant-v5"):  # tuned here (rl/presets/tuned.yaml)
+        assert TRPOConfig.from_preset(env_id, source="zoo") != TRPOConfig.from_preset(env_id)
     assert find_preset("ALE/Pong-v5", "zoo") is None  # OpenAI Baselines' numbers
     assert main(["train", "CartPole-v1", "--preset", "zoo", "--total-steps", "64", "--quiet",
                  "--run-dir", str(tmp_path / "run")]) == 0  # fmt: skip
