@@ -184,7 +184,7 @@ def test_continuous_presets_state_the_zoo_kl_and_damping_in_the_measured_units(e
 def test_zoo_source_gives_rl_zoos_settings_where_no_study_did_better(tmp_path, capsys) -> None:
     for env_id in ("CartPole-v1", "Hopper-v5", "Walker2d-v5"):
         assert TRPOConfig.from_preset(env_id, source="zoo") == TRPOConfig.from_preset(env_id)
-    for env_id in ("HalfCheetah-v5", "Ant-v5"):  # tuned here (rl/presets/tuned.yaml)
+    for env_id in ("HalfCheetah-v5", "Ant-v5", "Swimmer-v5"):  # tuned here (tuned.yaml)
         assert TRPOConfig.from_preset(env_id, source="zoo") != TRPOConfig.from_preset(env_id)
     assert find_preset("ALE/Pong-v5", "zoo") is None  # OpenAI Baselines' numbers
     assert main(["train", "CartPole-v1", "--preset", "zoo", "--total-steps", "64", "--quiet",
