@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import importlib.metadata
 import json
+import os
 import pickle
 import sys
 import typing
@@ -185,7 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run a parsed command's ``args.handler``; errors become one stderr line and an exit
-    code (2 for bad arguments or config, 1 for training errors, 130 for Ctrl-C)."""
+    code (2 for bad arguments or config, 1 for training errors, 130 for Ctrl-C, 141 when
+    the reader of stdout has gone, as for a program killed by SIGPIPE: ``trpo presets |
+    head``)."""
     try:
         return args.handler(args)
     except (UsageError, ConfigError, RunDirLockedError, TrainingError) as error:
@@ -196,6 +199,9 @@ def run_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"trpo {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # what is left to print goes nowhere, exit's flush included
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def _load_run(run_dir: str, command: str, device: str | None = None) -> TRPO:

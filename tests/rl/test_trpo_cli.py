@@ -184,3 +184,15 @@ def test_load_takes_a_run_directory(tiny_run):
     run_dir, _ = tiny_run
     agent = TRPO.load(run_dir)
     assert agent.step == TRPO.load(Path(run_dir) / "model.pt").step > 0
+
+
+def test_output_cut_short_by_its_reader_exits_141_without_a_traceback():
+    """`trpo presets | head -1`: the reader has gone (closed here before the command has
+    imported its modules, so before its first line); no BrokenPipeError traceback."""
+    command = [sys.executable, "-c", "import sys; from rl.cli import main; sys.exit(main())"]
+    for args in (["presets"], ["presets", "HalfCheetah-v5"]):
+        process = subprocess.Popen(command + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        process.stdout.close()
+        stderr = process.stderr.read().decode()
+        assert process.wait(timeout=60) == 141, stderr
+        assert stderr == ""
