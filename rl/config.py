@@ -116,13 +116,6 @@ class TRPOConfig(_Frozen):
         description="Trust-region radius: mean KL. At least 1e-6: below, the KL measured in "
         "float32 is rounding noise and the line search would accept or refuse at random.",
     )
-    max_kl_final: float | None = Field(
-        None,
-        ge=1e-6,
-        le=10.0,
-        description="If set, the trust region narrows (or widens) linearly from max_kl at step 0 "
-        "to this at total_steps, as a learning rate decays; None: max_kl throughout.",
-    )
     damping: float = Field(0.1, ge=0.0, le=1e3, description="Damping added to the Fisher matrix.")
     cg_iters: int = Field(10, ge=1, le=1000, description="Conjugate-gradient iterations.")
     backtrack_iters: int = Field(10, ge=0, le=100, description="Line-search backtracking steps.")

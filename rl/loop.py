@@ -278,9 +278,6 @@ def update(
     fit = start_value_fit(agent, batch_observations, batch_returns, fit_process)
     batch = make_policy_batch(agent.policy, batch_observations, batch_actions, batch_advantages)
     ggn_params = None if config.fvp == "hessian" else agent._policy_parameters
-    if config.max_kl_final is not None:  # a schedule, as for a learning rate
-        for group in agent.policy_optimizer.param_groups:
-            group["max_kl"] = scheduled_max_kl(config, agent.step)
     try:
         result = agent.policy_optimizer.step(
             make_policy_closure(agent.policy, batch, ggn_params), num_samples=int(valid.numel())
@@ -310,15 +307,6 @@ def update(
         "reason": result.reason or None,
     }
     return row, fit, (entropies, values.flatten()[valid], batch_returns)
-
-
-def scheduled_max_kl(config: TRPOConfig, step: int) -> float:
-    """The trust region of the policy step that follows ``step`` env steps: ``max_kl`` moved
-    linearly towards ``max_kl_final`` (reached at ``total_steps``), or ``max_kl``."""
-    if config.max_kl_final is None:
-        return config.max_kl
-    fraction = min(step / config.total_steps, 1.0)
-    return config.max_kl + fraction * (config.max_kl_final - config.max_kl)
 
 
 # ------------------------------------------------------------------------- the value fit

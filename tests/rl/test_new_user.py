@@ -38,7 +38,7 @@ def test_anything_else_in_place_of_the_config_is_a_type_error_showing_the_call()
         ({"total_timesteps": 10}, "'total_timesteps': did you mean 'total_steps'?"),
         ({"n_critic_updates": 5}, "'n_critic_updates': did you mean 'value.epochs'?"),
         ({"gae_lambda": 0.9}, "'gae_lambda': did you mean 'lam'?"),
-        ({"max_kll": 0.01}, "'max_kll': did you mean 'max_kl' or 'max_kl_final'?"),
+        ({"max_kll": 0.01}, "'max_kll': did you mean 'max_kl'?"),
         ({"value": {"epoch": 3}}, "'value.epoch': did you mean 'value.epochs'?"),
     ],
 )
