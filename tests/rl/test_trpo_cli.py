@@ -21,12 +21,15 @@ METRIC_KEYS = {
 }  # fmt: skip
 
 
+# the installed console script's code path in a fresh interpreter
+TRPO_COMMAND = [sys.executable, "-c", "import sys; from rl.cli import main; sys.exit(main())"]
+
+
 def run_trpo(*args, cwd=None):
     """The installed console script's code path in a fresh interpreter, stdout not a TTY."""
-    command = [sys.executable, "-c", "import sys; from rl.cli import main; sys.exit(main())"]
     env = {**os.environ, "COLUMNS": "120"}
     return subprocess.run(
-        command + list(args), capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+        TRPO_COMMAND + list(args), capture_output=True, text=True, cwd=cwd, env=env, timeout=300
     )
 
 
@@ -189,9 +192,10 @@ def test_load_takes_a_run_directory(tiny_run):
 def test_output_cut_short_by_its_reader_exits_141_without_a_traceback():
     """`trpo presets | head -1`: the reader has gone (closed here before the command has
     imported its modules, so before its first line); no BrokenPipeError traceback."""
-    command = [sys.executable, "-c", "import sys; from rl.cli import main; sys.exit(main())"]
     for args in (["presets"], ["presets", "HalfCheetah-v5"]):
-        process = subprocess.Popen(command + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        process = subprocess.Popen(
+            TRPO_COMMAND + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         process.stdout.close()
         stderr = process.stderr.read().decode()
         assert process.wait(timeout=60) == 141, stderr
